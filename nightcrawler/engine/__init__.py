@@ -1,0 +1,1 @@
+"""Training, evaluation, testing and the process launcher."""

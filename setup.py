@@ -1,0 +1,35 @@
+"""Nightcrawler: action recognition in extremely dark videos (UG2+ 2022 Track 2, 2nd place method)."""
+
+from setuptools import find_packages, setup
+
+# Versions the test suite runs against (scripts/setup.sh installs exactly these).
+INSTALL_REQUIRES = [
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "fvcore==0.1.5.post20221221",
+    "iopath==0.1.10",
+    "yacs==0.1.8",
+    "av==18.1.0",
+    "decord==0.6.0",
+    "simplejson==4.3.0",
+    "pandas==3.1.1",
+    "numpy==2.4.6",
+    "timm==1.0.31",
+    "tensorboard==2.21.0",
+    "tqdm==4.70.1",
+    "matplotlib==3.11.2",
+    "PyYAML==6.0.4",
+]
+EXTRAS = {
+    "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-video==1.1.11"],
+}
+
+setup(
+    name="nightcrawler",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["nightcrawler", "nightcrawler.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)

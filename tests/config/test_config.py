@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import pytest
+
+from nightcrawler.config import ConfigError, assert_and_infer_cfg, get_cfg, load_config, set_flat
+from nightcrawler.config.checks import scaled_learning_rates
+
+
+def test_defaults_hold_the_original_values():
+    cfg = get_cfg()
+    assert cfg.DATA.MEAN == [0.45, 0.45, 0.45] and cfg.DATA.STD == [0.225, 0.225, 0.225]
+    assert cfg.SOLVER.CLIP_GRADIENT == 20.0
+    assert cfg.TRAIN.THRESHOLD == 2.0
+    assert cfg.TEST.NUM_ENSEMBLE_VIEWS == 10 and cfg.TEST.NUM_SPATIAL_CROPS == 3
+    assert cfg.UNIFORMER.HEAD_DIM == 64 and cfg.SF.DEPTH == 101 and cfg.SF.WIDTH == 64
+    assert cfg.LOG_PERIOD == 10 and cfg.DATA.ENSEMBLE_METHOD == "sum"
+    for section in ("TRAIN", "TEST", "DATA", "DATA_LOADER", "AUG", "MIXUP", "BN", "SOLVER", "MODEL"):
+        assert section in cfg
+    for section in ("UNIFORMER", "MVIT", "SF", "TENSORBOARD"):
+        assert section in cfg
+
+
+def test_get_cfg_returns_independent_copies():
+    a, b = get_cfg(), get_cfg()
+    a.SOLVER.BASE_LR = 123.0
+    assert b.SOLVER.BASE_LR == 0.1
+
+
+def test_file_then_overrides(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("SOLVER:\n  BASE_LR: 0.5\n  MAX_EPOCH: 7\nMODEL:\n  NUM_CLASSES: 11\n")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("_BASE_: base.yaml\nSOLVER:\n  MAX_EPOCH: 9\nMVIT:\n  DEPTH: 16\n  DEPTH: 24\n")
+    cfg = load_config(str(exp), ["SOLVER.MAX_EPOCH", "3", "DATA.PATH_LABEL_SEPARATOR", ","])
+    assert cfg.SOLVER.BASE_LR == 0.5  # from the base file
+    assert cfg.MODEL.NUM_CLASSES == 11
+    assert cfg.SOLVER.MAX_EPOCH == 3  # the command line wins over both files
+    assert cfg.MVIT.DEPTH == 24  # a repeated YAML key: the last value wins, as in the original
+    assert cfg.DATA.PATH_LABEL_SEPARATOR == ","
+
+
+def test_int_is_accepted_for_float_keys_and_lists_parse():
+    cfg = load_config(None, ["SOLVER.WARMUP_EPOCHS", "10", "MVIT.POOL_Q_STRIDE", "[[2, 1, 2, 2]]"])
+    assert cfg.SOLVER.WARMUP_EPOCHS == 10.0 and isinstance(cfg.SOLVER.WARMUP_EPOCHS, float)
+    assert cfg.MVIT.POOL_Q_STRIDE == [[2, 1, 2, 2]]
+
+
+def test_unknown_key_names_key_file_and_close_matches(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("SOLVER:\n  BASE_LRR: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(bad))
+    msg = str(err.value)
+    assert "SOLVER.BASE_LRR" in msg and str(bad) in msg and "SOLVER.BASE_LR" in msg
+    with pytest.raises(ConfigError, match="NO.SUCH_KEY"):
+        load_config(None, ["NO.SUCH_KEY", "1"])
+
+
+def test_wrong_type_names_key_and_expected_type(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("TRAIN:\n  BATCH_SIZE: lots\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(bad))
+    assert "TRAIN.BATCH_SIZE" in str(err.value) and "int" in str(err.value) and str(bad) in str(err.value)
+    with pytest.raises(ConfigError, match="bool"):
+        load_config(None, ["TRAIN.ENABLE", "3"])
+
+
+def test_missing_file_and_odd_override_list():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/no/such/config.yaml")
+    with pytest.raises(ConfigError, match="KEY VALUE"):
+        load_config(None, ["SOLVER.BASE_LR"])
+
+
+def test_set_flat_accepts_parity_style_dicts():
+    cfg = get_cfg()
+    set_flat(
+        cfg,
+        {"UNIFORMER.PRETRAIN_NAME": None, "MODEL.MODEL_NAME": "Uniformer", "UNIFORMER.DEPTH": [2, 2, 3, 2]},
+    )
+    assert cfg.UNIFORMER.PRETRAIN_NAME is None and cfg.UNIFORMER.DEPTH == [2, 2, 3, 2]
+    assert cfg.MODEL.MODEL_NAME == "Uniformer"
+
+
+def test_consistency_checks():
+    cfg = load_config(None, ["NUM_GPUS", "4", "TRAIN.BATCH_SIZE", "6", "TEST.BATCH_SIZE", "8"])
+    with pytest.raises(ConfigError, match="TRAIN.BATCH_SIZE"):
+        assert_and_infer_cfg(cfg)
+    cfg = load_config(None, ["NUM_GPUS", "0", "TRAIN.BATCH_SIZE", "6", "TEST.BATCH_SIZE", "8"])
+    assert_and_infer_cfg(cfg)
+    cfg = load_config(None, ["NUM_GPUS", "0", "TEST.DATA_SELECT", "nope"])
+    with pytest.raises(ConfigError, match="TEST.DATA_SELECT"):
+        assert_and_infer_cfg(cfg)
+    cfg = load_config(None, ["NUM_GPUS", "0", "MODEL.ARCH", "mvit", "DATA.TEST_CROP_SIZE", "256"])
+    with pytest.raises(ConfigError, match="TEST_CROP_SIZE"):
+        assert_and_infer_cfg(cfg)
+
+
+def test_lr_scaling_by_shards():
+    cfg = load_config(
+        None, ["SOLVER.BASE_LR_SCALE_NUM_SHARDS", "True", "NUM_SHARDS", "2", "SOLVER.BASE_LR", "1e-4"]
+    )
+    base, start, end = scaled_learning_rates(cfg)
+    assert base == pytest.approx(2e-4) and start == pytest.approx(2 * cfg.SOLVER.WARMUP_START_LR)
+    assert end == pytest.approx(2 * cfg.SOLVER.COSINE_END_LR)

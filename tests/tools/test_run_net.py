@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+
+def _run(args, **kw):
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "run_net.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+        **kw,
+    )
+
+
+def test_unknown_override_exits_nonzero_naming_the_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"NUM_GPUS: 0\nOUTPUT_DIR: {tmp_path}\n")
+    res = _run(["--cfg", str(cfg), "NO.SUCH_KEY", "1"])
+    assert res.returncode != 0
+    assert "NO.SUCH_KEY" in res.stderr
+
+
+def test_two_process_gloo_all_reduce(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"NUM_GPUS: 0\nNUM_CPU_PROCESSES: 2\nOUTPUT_DIR: {tmp_path}\nTRAIN:\n  BATCH_SIZE: 2\nTEST:\n  BATCH_SIZE: 2\n"
+    )
+    res = _run(["--cfg", str(cfg), "--self-test"])
+    assert res.returncode == 0, res.stderr
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"selftest_rank{rank}.json").read_text())
+        assert seen == {"rank": rank, "world_size": 2, "all_reduce": 3.0, "expected": 3.0}
+    log = (tmp_path / "stdout.log").read_text()
+    assert "environment:" in log and "seed 1" in log and "decoding backend" in log
+
+
+def test_torchrun_environment_is_honoured(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"NUM_GPUS: 0\nOUTPUT_DIR: {tmp_path}\n")
+    port = __import__("nightcrawler.utils.distributed", fromlist=["x"]).find_free_port()
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            f"--master_port={port}",
+            str(REPO_ROOT / "tools" / "run_net.py"),
+            "--cfg",
+            str(cfg),
+            "--self-test",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((tmp_path / "selftest_rank1.json").read_text())["world_size"] == 2
