@@ -242,11 +242,10 @@ def convert_state_dict(
             if sd.pop(k, None) is not None:
                 report.dropped.append(k)
 
-    ckpt_arch = guess_architecture(sd) or _cfg_model_name((meta or {}).get("cfg"))
-    report.checkpoint_arch = ckpt_arch
-    model_arch = guess_architecture(model_sd)
     cfg_name = _cfg_model_name((meta or {}).get("cfg"))
-    for claimed in (ckpt_arch, cfg_name):
+    report.checkpoint_arch = guess_architecture(sd) or cfg_name
+    model_arch = guess_architecture(model_sd)
+    for claimed in (report.checkpoint_arch, cfg_name):
         if claimed and model_arch and claimed != model_arch:
             raise CheckpointError(
                 f"{path} seems to hold weights for {claimed}, but the model being loaded is {model_arch} "
@@ -254,7 +253,7 @@ def convert_state_dict(
             )
 
     if model_arch == "Uniformer":
-        sd, report.inflated = _inflate_uniformer_if_2d(sd, model_sd)
+        sd = _inflate_uniformer_if_2d(sd, model_sd, report)
     if inflate:
         sd, inflated = inflate_2d_kernels(sd, model_sd)
         report.inflated += inflated
@@ -294,17 +293,24 @@ def convert_state_dict(
 
 
 def _inflate_uniformer_if_2d(
-    sd: dict[str, torch.Tensor], model_sd: Mapping[str, torch.Tensor]
-) -> tuple[dict[str, torch.Tensor], list[str]]:
+    sd: dict[str, torch.Tensor], model_sd: Mapping[str, torch.Tensor], report: LoadReport
+) -> dict[str, torch.Tensor]:
     """ImageNet UniFormer weights (4-D patch-embedding kernel) become 3-D through the model's own rule."""
     key = "patch_embed1.proj.weight"
     if key not in sd or sd[key].dim() != 4 or model_sd.get(key, sd[key]).dim() != 5:
-        return sd, []
+        return sd
     from nightcrawler.models.uniformer import inflate_uniformer_2d_state_dict
 
-    inflated_sd = inflate_uniformer_2d_state_dict(sd, model_sd)
-    inflated = [k for k, v in inflated_sd.items() if k in sd and v.dim() != sd[k].dim()]
-    return dict(inflated_sd), inflated
+    known = {k: v for k, v in sd.items() if k in model_sd}  # the rest is reported as unexpected later
+    try:
+        inflated_sd = inflate_uniformer_2d_state_dict(known, model_sd)
+    except ValueError as exc:
+        raise CheckpointError(f"{report.path}: {exc}") from exc
+    report.inflated = [k for k, v in inflated_sd.items() if v.dim() != known[k].dim()]
+    report.dropped += [k for k in known if k not in inflated_sd]
+    for k in report.dropped:
+        logger.info("%s: %s not loaded (2-D classifier of another class count)", report.path, k)
+    return {**{k: v for k, v in sd.items() if k not in model_sd}, **inflated_sd}
 
 
 # ---------------------------------------------------------------------------------------------------- loading
