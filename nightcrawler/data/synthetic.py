@@ -308,32 +308,37 @@ def motion_track(motion: str, n: int, rng: np.random.Generator, width: int, heig
 def _composite(
     background: torch.Tensor, texture: torch.Tensor, track: dict[str, np.ndarray], half_size: float
 ) -> torch.Tensor:
-    """Draws the RGBA texture onto every frame at the track's pose; float32 (n, 3, H, W)."""
+    """Draws the RGBA texture onto every frame (in place) at the track's pose; float32 (n, 3, H, W)."""
     n, _, H, W = background.shape
     theta = np.deg2rad(track["angle"])
     cos, sin = np.cos(theta), np.sin(theta)
-    # output normalised coords p -> pixels P = A p + b -> texture coords L = D^-1 R(-theta) (P - c)
-    ax, ay, bx, by = W / 2.0, H / 2.0, W / 2.0, H / 2.0
     dx, dy = half_size * track["sx"], half_size * track["sy"]
-    m = np.zeros((n, 2, 3))
-    m[:, 0, 0], m[:, 0, 1] = cos * ax / dx, sin * ay / dx
-    m[:, 0, 2] = (cos * (bx - track["cx"]) + sin * (by - track["cy"])) / dx
-    m[:, 1, 0], m[:, 1, 1] = -sin * ax / dy, cos * ay / dy
-    m[:, 1, 2] = (-sin * (bx - track["cx"]) + cos * (by - track["cy"])) / dy
-    grid = F.affine_grid(torch.from_numpy(m).float(), [n, 4, H, W], align_corners=False)
-    rgba = F.grid_sample(
-        texture[None].expand(n, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-    )
-    alpha = rgba[:, 3:4]
-    return background * (1 - alpha) + rgba[:, :3] * alpha
+    reach = half_size * np.sqrt(track["sx"] ** 2 + track["sy"] ** 2)  # covers any rotation of the box
+    tex = texture[None]
+    for t in range(n):
+        x0, x1 = max(0, int(track["cx"][t] - reach[t])), min(W, int(track["cx"][t] + reach[t]) + 2)
+        y0, y1 = max(0, int(track["cy"][t] - reach[t])), min(H, int(track["cy"][t] + reach[t]) + 2)
+        if x1 <= x0 or y1 <= y0:
+            continue  # the object is outside the frame
+        px = torch.arange(x0, x1, dtype=torch.float32) + 0.5 - float(track["cx"][t])
+        py = torch.arange(y0, y1, dtype=torch.float32) + 0.5 - float(track["cy"][t])
+        # pixel offset from the centre -> object coordinates in [-1, 1] (rotate by -angle, scale by half-axes)
+        lx = (cos[t] * px[None, :] + sin[t] * py[:, None]) / dx[t]
+        ly = (-sin[t] * px[None, :] + cos[t] * py[:, None]) / dy[t]
+        grid = torch.stack([lx, ly], dim=-1)[None].float()
+        rgba = F.grid_sample(tex, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+        region = background[t, :, y0:y1, x0:x1]
+        alpha = rgba[3:4]
+        region.mul_(1 - alpha).add_(rgba[:3] * alpha)
+    return background
 
 
 # ---------------------------------------------------------------------------------------------- low light
 
 
 def darken(video: torch.Tensor, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
-    """Low-light camera model on float32 (n, 3, H, W) in [0, 1]; returns the same layout, still float."""
-    n, _, H, W = video.shape
+    """Low-light camera model on float32 (n, 3, H, W) in [0, 1], in place; returns the noisy linear signal."""
+    _, _, H, W = video.shape
     gamma = rng.uniform(1.2, 1.7)
     exposure = rng.uniform(0.05, 0.16)
     cast = torch.tensor(rng.uniform(0.7, 1.3, 3)).float()
@@ -341,12 +346,12 @@ def darken(video: torch.Tensor, rng: np.random.Generator, gen: torch.Generator) 
     yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
     lx, ly, spread = rng.uniform(0.1, 0.9), rng.uniform(0.0, 0.7), rng.uniform(0.3, 0.6)
     lamp = 0.45 + torch.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * spread**2))
-    lamp = lamp / lamp.mean()
-    signal = video.clamp(0, 1) ** gamma * exposure * cast[:, None, None] * lamp
-    photons = rng.uniform(300.0, 900.0)  # photo-electrons at full scale: shot noise std = sqrt(x / photons)
-    read = rng.uniform(0.002, 0.006)
-    shot = torch.randn(signal.shape, generator=gen) * torch.sqrt(signal / photons)
-    return signal + shot + read * torch.randn(signal.shape, generator=gen)
+    gain = (exposure / lamp.mean()) * lamp[None] * cast[:, None, None]
+    signal = video.clamp_(0, 1).pow_(gamma).mul_(gain)
+    photons = rng.uniform(300.0, 900.0)  # photo-electrons at full scale: shot-noise variance = x / photons
+    read = rng.uniform(0.002, 0.006)  # read-noise std
+    std = signal.mul(1.0 / photons).add_(read**2).sqrt_()
+    return signal.add_(torch.randn(signal.shape, generator=gen).mul_(std))
 
 
 def render_video(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
@@ -361,9 +366,8 @@ def render_video(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
     video = _composite(background, texture, track, size / 2.0)
     if job.dark:
         video = darken(video, rng, gen)
-    else:
-        video = video + 0.008 * torch.randn(video.shape, generator=gen)
-    return (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    video = video.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)  # +0.5 then truncate: rounding
+    return video.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def write_video(path: str, frames: np.ndarray, fps: int, dark: bool) -> None:

@@ -30,6 +30,8 @@ import torch
 import yaml
 from torch import nn
 
+from nightcrawler.models.build import unwrap_model
+
 logger = logging.getLogger(__name__)
 
 PRETRAIN_DIR_ENV = "NIGHTCRAWLER_PRETRAIN_DIR"
@@ -351,8 +353,6 @@ def load_pretrained(
     ``num_classes``, when given, must equal the model's classifier width; a checkpoint classifier of another
     width is dropped (logged) and the model's head keeps its initialisation.
     """
-    from nightcrawler.models.build import unwrap_model
-
     model = unwrap_model(model)
     head = classifier_prefix(model)
     if num_classes is not None and head is not None:

@@ -259,6 +259,7 @@ class ModeSpec:
     """One ensemble mode of the vote script."""
 
     name: str
+    pkl_set: str  # name of the entry under ``pkl_sets``
     pkls: dict[str, str]  # role -> PKL file name (inside the role's folder)
     fusion: FusionSpec
     reassign: tuple[ReassignRule, ...]
@@ -347,7 +348,7 @@ def load_ensemble_config(path: str | os.PathLike) -> EnsembleConfig:
             if file_name is None:
                 raise pkl_set.error(role, "is missing and the set has no 'default' file name")
             pkls[role] = file_name
-        modes.append(ModeSpec(name, pkls, fusion, _parse_reassign(m.get("reassign", []), source, f"modes[{i}].reassign", num_classes)))
+        modes.append(ModeSpec(name, set_name, pkls, fusion, _parse_reassign(m.get("reassign", []), source, f"modes[{i}].reassign", num_classes)))
     names = [m.name for m in modes]
     if len(set(names)) != len(names):
         raise r.error("modes", f"mode names must be unique, got {names}")

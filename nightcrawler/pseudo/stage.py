@@ -6,7 +6,7 @@ import csv
 import io
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,7 @@ def load_aligned(
             if skip_rows >= out.num_videos:
                 raise PseudoLabelError(f"PKL {path}: cannot skip {skip_rows} rows of {out.num_videos}")
             names = None if out.names is None else out.names[skip_rows:]
-            out = type(out)(out.path, out.preds[skip_rows:], out.labels[skip_rows:], names)
+            out = replace(out, preds=out.preds[skip_rows:], labels=out.labels[skip_rows:], names=names)
         outputs[role] = out
     order = None
     source = "the list CSV"
