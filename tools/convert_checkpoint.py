@@ -33,7 +33,7 @@ logger = logging.getLogger("convert_checkpoint")
 def convert_checkpoint(
     src: str | Path,
     dst: str | Path,
-    cfg,  # noqa: ANN001 (yacs CfgNode)
+    cfg,
     *,
     strict: bool = True,
     allow_pickle: bool = False,
@@ -60,12 +60,16 @@ def convert_checkpoint(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cfg", required=True, help="config describing the target model")
     parser.add_argument("--input", required=True, help="weight file to convert")
     parser.add_argument("--output", required=True, help=".pyth file to write")
     parser.add_argument("--non-strict", action="store_true", help="load the matching part, log the rest")
-    parser.add_argument("--allow-pickle", action="store_true", help="unpickle arbitrary objects (trusted files)")
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="unpickle arbitrary objects (trusted files)"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -15,21 +15,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
+
+with warnings.catch_warnings():
+    # fvcore.nn scripts a loss with the deprecated torch.jit.script at import time
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
 
 from nightcrawler.config import load_config
 from nightcrawler.models.build import build_model
 from nightcrawler.models.layers import explicit_attention
 
 
-def view_shape(cfg) -> tuple[int, int, int, int, int]:  # noqa: ANN001 (yacs CfgNode)
+def view_shape(cfg) -> tuple[int, int, int, int, int]:
     """(1, C, T, H, W) of one test view."""
     crop = cfg.DATA.TEST_CROP_SIZE
     return (1, cfg.DATA.INPUT_CHANNEL_NUM[0], cfg.DATA.NUM_FRAMES, crop, crop)
@@ -45,7 +50,7 @@ def count_flops(model: nn.Module, shape: tuple[int, ...]) -> FlopCountAnalysis:
     return analysis
 
 
-def model_complexity(cfg) -> dict:  # noqa: ANN001 (yacs CfgNode)
+def model_complexity(cfg) -> dict:
     """Parameters and fvcore GFLOPs per view for the model ``cfg`` describes."""
     cfg = cfg.clone()
     cfg.defrost()
@@ -56,23 +61,25 @@ def model_complexity(cfg) -> dict:  # noqa: ANN001 (yacs CfgNode)
     shape = view_shape(cfg)
     analysis = count_flops(model, shape)
     by_module = analysis.by_module()
+    by_operator = analysis.by_operator()
     return {
         "model": cfg.MODEL.MODEL_NAME,
         "view": list(shape),
         "params": sum(p.numel() for p in model.parameters()),
         "gflops": analysis.total() / 1e9,
-        "by_operator": {k: v / 1e9 for k, v in analysis.by_operator().items()},
+        "by_operator": {k: v / 1e9 for k, v in by_operator.items()},
         "by_top_module": {n: by_module[n] / 1e9 for n, _ in model.named_children() if n in by_module},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cfg", required=True, help="config file (a model base or an experiment config)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     result = model_complexity(load_config(args.cfg, args.opts))
     view = "x".join(map(str, result["view"]))
     print(f"{'model':<10} {'view':<18} {'params (M)':>11} {'GFLOPs/view':>12}")

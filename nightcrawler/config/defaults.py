@@ -62,6 +62,9 @@ _C.TEST.MAX_VIEWS_PER_FORWARD = 9  # [new] at most this many clips of one video 
 _C.TEST.EXTRA_SETTINGS = []  # [new] more TTA settings from the same pass, e.g. ["1x3", "3x1", "1x1@g0.45"]
 _C.TEST.SKIP_BAD_VIDEOS = False  # [new] skip (and list) undecodable test videos instead of failing
 _C.TEST.PLOTS = True  # [new] write a confusion-matrix PNG beside the PKL when labels are present
+_C.TEST.MIXED_PRECISION = (
+    "none"  # [new] autocast on CUDA while testing: none (fp32, the original), bf16 or fp16
+)
 
 # ---------------------------------------------------------------------------------------------------- DATA
 _C.DATA = CfgNode()
@@ -92,6 +95,22 @@ _C.DATA.DECODING_BACKEND = (
 _C.DATA.SPECIAL_LABEL_LIST = [5, 9]  # Run/Walk: documentary, the vote's override reads configs/ensemble
 _C.DATA.PSEUDO_CSV = ""  # pseudo-label CSV relative to PATH_PREFIX (train_pseudo_label split)
 _C.DATA.DECODE_THREADS = 1  # [new] decoder threads per DataLoader worker
+_C.DATA.ROOT_LABELED = "labeled_train/Train"  # [new] normal-light training videos, relative to PATH_PREFIX
+_C.DATA.ROOT_DRY = "dry_run/Validation"  # [new] dry-run (normal-light validation) videos
+_C.DATA.ROOT_DARK = "dark_train/Train"  # [new] unlabelled dark training videos 0.mp4 ...
+_C.DATA.ROOT_ARID = "ARID_v1.5/clips_v1.5"  # [new] ARID v1.5 class folders Drink/ ... Wave/
+_C.DATA.ROOT_TEST = "Test"  # [new] dark test videos 0.mp4 ...
+_C.DATA.ROOT_FALLBACK = (
+    True  # [new] rows missing under a split's root are looked up in its other roots (data/README.md)
+)
+_C.DATA.CSV_TRAIN_LABEL = "train_label+val_dry.csv"  # [new] list of split train_label
+_C.DATA.CSV_VAL_DRY = "val_dry.csv"  # [new] list of split val_dry
+_C.DATA.CSV_ARID = "arid.csv"  # [new] list of split arid
+_C.DATA.CSV_DARK_UNLABEL = "dark_unlabel.csv"  # [new] list of split dark_unlabel
+_C.DATA.CSV_TOTAL_UNLABEL = "total_unlabel.csv"  # [new] list of splits train_unlabel and total_unlabel
+_C.DATA.CSV_TEST = "test.csv"  # [new] list of split test
+_C.DATA.TRAIN_GAMMA = -1.0  # [new] gamma on training clips (-1: none, as the original; spec 14.8 ablation)
+_C.DATA.DECODE_RETRIES = 3  # [new] decode attempts per video before it counts as failed
 
 # ---------------------------------------------------------------------------------------------------- DATA_LOADER
 _C.DATA_LOADER = CfgNode()
@@ -130,6 +149,9 @@ _C.BN.NUM_SPLITS = 1  # sub-batch norm splits (unused)
 _C.BN.NUM_SYNC_DEVICES = 1  # sync-BN group size (unused)
 _C.BN.SPLIT = "train_unlabel"  # [new] split whose clips re-estimate the statistics
 _C.BN.GAMMA = -1.0  # [new] gamma applied to those clips (-1: none, as the original)
+_C.BN.SYNC_STATS = (
+    False  # [new] pool the re-estimated statistics over all processes (original: rank 0's kept)
+)
 
 # ---------------------------------------------------------------------------------------------------- SOLVER
 _C.SOLVER = CfgNode()
@@ -203,7 +225,7 @@ _C.UNIFORMER.DROPOUT_RATE = 0.0  # dropout after attention/MLP projections
 _C.UNIFORMER.ATTENTION_DROPOUT_RATE = 0.0  # dropout on attention weights
 _C.UNIFORMER.DROP_DEPTH_RATE = 0.1  # stochastic-depth rate of the last block (linear from 0)
 _C.UNIFORMER.SPLIT = False  # split spatio-temporal attention (unused by the experiments)
-_C.UNIFORMER.STD = False  # downsample time in stages 2-4
+_C.UNIFORMER.STD = False  # stages 2-4 patch embeddings: (3, 2, 2) kernels instead of (1, 2, 2); time kept
 _C.UNIFORMER.PRETRAIN_NAME = "None"  # zoo weights (path or name in MODEL.PRETRAIN_DIR) loaded at build time
 _C.UNIFORMER.ADD_MLP = True  # carried by the original tree (unused by the video model)
 _C.UNIFORMER.DPE = True  # carried by the original tree (unused by the video model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -69,7 +70,9 @@ def _pick_separator(lines: Sequence[tuple[int, str]], separator: str, allowed: t
         return separator
     other = _other_separator(separator)
     if len(_split(first, other)) in allowed:
-        logger.debug("video list uses %s instead of the configured %s", _describe(other), _describe(separator))
+        logger.debug(
+            "video list uses %s instead of the configured %s", _describe(other), _describe(separator)
+        )
         return other
     return separator
 
@@ -166,3 +169,9 @@ def format_video_list(rows: Iterable[VideoRow], separator: str = ",") -> str:
 def write_video_list(path: str | os.PathLike, rows: Iterable[VideoRow], separator: str = ",") -> None:
     """Writes a video list atomically."""
     atomic_write_text(path, format_video_list(rows, separator))
+
+
+def natural_sort_key(path: str) -> tuple:
+    """Sort key that orders embedded numbers numerically (``2.mp4`` before ``10.mp4``), case-insensitively."""
+    parts = re.split(r"(\d+)", path)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts if p)

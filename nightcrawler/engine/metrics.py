@@ -102,7 +102,9 @@ def classification_metrics(
         "num_videos": int(s.shape[0]),
         "num_labelled": int((y >= 0).sum()),
         **{f"top{k}_acc": _json_float(a) for k, a in zip(ks, accs)},
-        "mean_class_acc": _json_float(float(np.nanmean(per_class)) if np.isfinite(per_class).any() else math.nan),
+        "mean_class_acc": _json_float(
+            float(np.nanmean(per_class)) if np.isfinite(per_class).any() else math.nan
+        ),
         "per_class_acc": {n: _json_float(a) for n, a in zip(names, per_class)},
         "class_names": names,
         "confusion_matrix": cm.tolist(),

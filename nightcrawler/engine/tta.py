@@ -1,5 +1,6 @@
 """Test-time augmentation settings: parsing ``"VxC[@gG]"``, finding which clips of a larger setting a smaller
-one reuses, grouping settings into decoding passes, and aggregating clip outputs per video.
+one reuses, grouping settings into decoding passes (one decode per video serving several view/crop subsets and
+gammas), and aggregating clip outputs per video.
 
 Clips of one video are enumerated view-major, crop-minor (clip ``t * C + s``), as the original. A setting
 ``V' x C'`` is served by the clips of a decoded ``V x C`` setting when each of its temporal views samples the
@@ -73,6 +74,8 @@ def parse_tta_setting(text: str, default_gamma: float | None) -> TTASetting:
             gamma = float(g)
         except ValueError:
             raise ValueError(f"TEST.EXTRA_SETTINGS entry {text!r}: gamma {g!r} is not a number") from None
+    if gamma == 1.0:
+        gamma = None  # the identity correction, as the data pipeline treats it
     try:
         return TTASetting(views, crops, gamma)
     except ValueError as exc:
@@ -104,7 +107,9 @@ def temporal_view_map(
     for t in range(views):
         twin = None
         for u in range(decoded_views):
-            if all(list(view_indices(n, views, t)) == list(view_indices(n, decoded_views, u)) for n in quick) and all(
+            if all(
+                list(view_indices(n, views, t)) == list(view_indices(n, decoded_views, u)) for n in quick
+            ) and all(
                 list(view_indices(n, views, t)) == list(view_indices(n, decoded_views, u)) for n in full
             ):
                 twin = u
@@ -124,53 +129,69 @@ def spatial_crop_map(decoded_crops: int, crops: int) -> list[int] | None:
     return None
 
 
-def subset_clip_indices(decoded: TTASetting, wanted: TTASetting, view_indices: ViewIndexFn) -> list[int] | None:
-    """Positions, among ``decoded``'s view-major crop-minor clips, of ``wanted``'s clips in ``wanted``'s own
-    order; None when ``wanted`` is not contained in ``decoded`` (different gamma, views or crops)."""
-    if decoded.gamma != wanted.gamma:
-        return None
-    crop_map = spatial_crop_map(decoded.crops, wanted.crops)
+def subset_clip_indices(
+    decoded_views: int, decoded_crops: int, wanted: TTASetting, view_indices: ViewIndexFn
+) -> list[int] | None:
+    """Positions, among the view-major crop-minor clips of a decoded ``decoded_views x decoded_crops`` setting,
+    of ``wanted``'s clips in ``wanted``'s own order; None when its views or crops are not all contained.
+    (Gamma plays no part: it is a transform of the same decoded frames.)"""
+    crop_map = spatial_crop_map(decoded_crops, wanted.crops)
     if crop_map is None:
         return None
-    view_map = temporal_view_map(decoded.views, wanted.views, view_indices)
+    view_map = temporal_view_map(decoded_views, wanted.views, view_indices)
     if view_map is None:
         return None
-    return [u * decoded.crops + s for u in view_map for s in crop_map]
+    return [u * decoded_crops + s for u in view_map for s in crop_map]
 
 
 @dataclass
 class DecodePass:
-    """One pass over the split decoding ``decoded``'s clips, serving every setting in ``outputs``."""
+    """One pass over the split: every video decoded once for ``views x crops`` clips, each transformed with
+    every gamma of ``gammas``; the clip axis is gamma-major (``slot * views * crops + clip``).
 
-    decoded: TTASetting
+    ``outputs`` pairs each setting served by the pass with its columns on that clip axis.
+    """
+
+    views: int
+    crops: int
+    gammas: list[float | None] = field(default_factory=list)
     outputs: list[tuple[TTASetting, list[int]]] = field(default_factory=list)
+
+    def gamma_slot(self, gamma: float | None) -> int:
+        """Index of ``gamma`` in ``gammas`` (appended when new)."""
+        if gamma not in self.gammas:
+            self.gammas.append(gamma)
+        return self.gammas.index(gamma)
+
+    def needed_columns(self) -> list[int]:
+        """The clip columns some output uses (only these are forwarded), ascending."""
+        return sorted({c for _, cols in self.outputs for c in cols})
+
+    def label(self) -> str:
+        return f"{self.views}x{self.crops}@g{'/'.join(gamma_text(g) for g in self.gammas)}"
 
 
 def plan_passes(settings: Iterable[TTASetting], view_indices: ViewIndexFn) -> list[DecodePass]:
     """Groups settings into as few decoding passes as the subset rule allows.
 
-    The first setting always gets its own (first) pass; each further setting joins the first pass whose
-    decoded clips contain it, else it starts a new pass. Duplicate settings are dropped.
+    Settings are visited largest first (ties keep their order); each joins the first pass whose decoded
+    views x crops contain it (adding its gamma to that pass when new), else it starts a pass of its own.
+    Duplicates are dropped.
     """
     passes: list[DecodePass] = []
-    seen: set[TTASetting] = set()
-    ordered = list(settings)
-    if not ordered:
-        return passes
-    head, rest = ordered[0], ordered[1:]
-    # larger settings first, so that they become the decoded ones and smaller ones fold into them
-    rest = sorted(rest, key=lambda s: -s.num_clips)
-    for setting in [head, *rest]:
-        if setting in seen:
-            continue
-        seen.add(setting)
+    for setting in sorted(dict.fromkeys(settings), key=lambda s: -s.num_clips):
         for p in passes:
-            idx = subset_clip_indices(p.decoded, setting, view_indices)
+            idx = subset_clip_indices(p.views, p.crops, setting, view_indices)
             if idx is not None:
-                p.outputs.append((setting, idx))
+                base = p.gamma_slot(setting.gamma) * p.views * p.crops
+                p.outputs.append((setting, [base + i for i in idx]))
                 break
         else:
-            passes.append(DecodePass(setting, [(setting, list(range(setting.num_clips)))]))
+            passes.append(
+                DecodePass(
+                    setting.views, setting.crops, [setting.gamma], [(setting, list(range(setting.num_clips)))]
+                )
+            )
     return passes
 
 
@@ -185,7 +206,9 @@ def aggregate_clips(clip_outputs: torch.Tensor, method: str = "sum") -> torch.Te
     if method not in AGGREGATIONS:
         raise ValueError(f"DATA.ENSEMBLE_METHOD = {method!r} is not one of {', '.join(AGGREGATIONS)}")
     if clip_outputs.dim() != 3:
-        raise ValueError(f"clip outputs must be (videos, clips, classes), got shape {tuple(clip_outputs.shape)}")
+        raise ValueError(
+            f"clip outputs must be (videos, clips, classes), got shape {tuple(clip_outputs.shape)}"
+        )
     x = clip_outputs.float()
     acc = torch.zeros(x.shape[0], x.shape[2], dtype=torch.float32)
     for k in range(x.shape[1]):

@@ -1,5 +1,22 @@
-"""Video models (UniFormer, MViT, SlowFast), their registry and checkpoint loading."""
+"""Video models (UniFormer, MViT, SlowFast), their registry, and weight loading."""
 
 from nightcrawler.models.build import MODEL_REGISTRY, build_model, registered_models, unwrap_model
+from nightcrawler.models.checkpoint import (
+    CheckpointError,
+    LoadReport,
+    load_checkpoint_weights,
+    load_pretrained,
+    load_weights_from_cfg,
+)
 
-__all__ = ["MODEL_REGISTRY", "build_model", "registered_models", "unwrap_model"]
+__all__ = [
+    "MODEL_REGISTRY",
+    "CheckpointError",
+    "LoadReport",
+    "build_model",
+    "load_checkpoint_weights",
+    "load_pretrained",
+    "load_weights_from_cfg",
+    "registered_models",
+    "unwrap_model",
+]

@@ -23,7 +23,7 @@ MODELS_WITH_UNUSED_PARAMETERS = {"SF"}
 
 
 def _register(name: str, factory: Callable[..., nn.Module]) -> None:
-    def build(cfg) -> nn.Module:  # noqa: ANN001
+    def build(cfg) -> nn.Module:
         return factory(cfg)
 
     build.__name__ = build.__qualname__ = name
@@ -52,7 +52,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def build_model(cfg, *, pretrained: bool = True) -> nn.Module:  # noqa: ANN001 (yacs CfgNode)
+def build_model(cfg, *, pretrained: bool = True) -> nn.Module:
     """Builds ``MODEL.MODEL_NAME`` from ``cfg``.
 
     With ``pretrained`` the weights named by ``UNIFORMER.PRETRAIN_NAME`` / ``SF.PRETRAIN_NAME`` are loaded
@@ -62,7 +62,9 @@ def build_model(cfg, *, pretrained: bool = True) -> nn.Module:  # noqa: ANN001 (
     """
     name = cfg.MODEL.MODEL_NAME
     if name not in MODEL_REGISTRY:
-        raise KeyError(f"MODEL.MODEL_NAME {name!r} is not a registered model; choose one of {registered_models()}")
+        raise KeyError(
+            f"MODEL.MODEL_NAME {name!r} is not a registered model; choose one of {registered_models()}"
+        )
     model = MODEL_REGISTRY.get(name)(cfg)
     if pretrained:
         from nightcrawler.models.checkpoint import load_weights_from_cfg
@@ -71,9 +73,13 @@ def build_model(cfg, *, pretrained: bool = True) -> nn.Module:  # noqa: ANN001 (
 
     if cfg.NUM_GPUS > 0:
         if not torch.cuda.is_available():
-            raise RuntimeError(f"NUM_GPUS is {cfg.NUM_GPUS} but CUDA is not available; set NUM_GPUS 0 for the CPU")
+            raise RuntimeError(
+                f"NUM_GPUS is {cfg.NUM_GPUS} but CUDA is not available; set NUM_GPUS 0 for the CPU"
+            )
         if cfg.NUM_GPUS > torch.cuda.device_count():
-            raise RuntimeError(f"NUM_GPUS is {cfg.NUM_GPUS} but only {torch.cuda.device_count()} GPUs are visible")
+            raise RuntimeError(
+                f"NUM_GPUS is {cfg.NUM_GPUS} but only {torch.cuda.device_count()} GPUs are visible"
+            )
         device = torch.device("cuda", torch.cuda.current_device())
         model = model.to(device)
     else:

@@ -103,13 +103,18 @@ def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> A
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
+        found = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        if not found:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
         raise CheckpointError(
             f"{path}: holds pickled Python objects beyond tensors and plain containers, which are not loaded "
-            f"by default. If you trust the file, convert it once with "
-            f"`tools/convert_checkpoint.py --allow-pickle` ({str(exc).splitlines()[0]})"
+            f"by default ({found[0]}). If you trust the file, convert it once with "
+            f"`tools/convert_checkpoint.py --allow-pickle`"
         ) from exc
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -309,9 +314,10 @@ def _inflate_uniformer_if_2d(
     except ValueError as exc:
         raise CheckpointError(f"{report.path}: {exc}") from exc
     report.inflated = [k for k, v in inflated_sd.items() if v.dim() != known[k].dim()]
-    report.dropped += [k for k in known if k not in inflated_sd]
-    for k in report.dropped:
-        logger.info("%s: %s not loaded (2-D classifier of another class count)", report.path, k)
+    for k in known:
+        if k not in inflated_sd:
+            logger.info("%s: %s not loaded (image classifier of another class count)", report.path, k)
+            report.dropped.append(k)
     return {**{k: v for k, v in sd.items() if k not in model_sd}, **inflated_sd}
 
 
@@ -326,7 +332,9 @@ def load_state_dict_checked(
             f"the matching part):\n{report.problems()}"
         )
     if not report.loaded:
-        raise CheckpointError(f"{report.path}: no tensor of the checkpoint matches the model\n{report.problems()}")
+        raise CheckpointError(
+            f"{report.path}: no tensor of the checkpoint matches the model\n{report.problems()}"
+        )
     if not report.clean:
         logger.warning("partial load of %s:\n%s", report.path, report.problems())
     to_load = {k: sd[k] for k in report.loaded}
@@ -358,7 +366,9 @@ def load_pretrained(
     if num_classes is not None and head is not None:
         width = dict(model.named_modules())[head].out_features
         if width != num_classes:
-            raise ValueError(f"num_classes is {num_classes} but the model's classifier {head} has {width} outputs")
+            raise ValueError(
+                f"num_classes is {num_classes} but the model's classifier {head} has {width} outputs"
+            )
     path = str(path)
     sd, source_format, meta = unpack_checkpoint(read_checkpoint(path, allow_pickle=allow_pickle), path)
     sd, report = convert_state_dict(
@@ -394,7 +404,7 @@ def _is_unset(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in ("", "None", "none"))
 
 
-def load_weights_from_cfg(model: nn.Module, cfg) -> LoadReport | None:  # noqa: ANN001 (yacs CfgNode)
+def load_weights_from_cfg(model: nn.Module, cfg) -> LoadReport | None:
     """Loads ``UNIFORMER.PRETRAIN_NAME`` / ``SF.PRETRAIN_NAME`` for the model ``MODEL.MODEL_NAME`` names.
 
     Returns None when the model has no such key or it is "None" / empty. Strictness follows
@@ -409,13 +419,11 @@ def load_weights_from_cfg(model: nn.Module, cfg) -> LoadReport | None:  # noqa: 
         return None
     path = resolve_pretrained_path(str(name), cfg.MODEL.PRETRAIN_DIR)
     logger.info("loading %s.%s weights from %s", section, key, path)
-    return load_pretrained(
-        model, path, num_classes=cfg.MODEL.NUM_CLASSES, strict=cfg.MODEL.PRETRAIN_STRICT
-    )
+    return load_pretrained(model, path, num_classes=cfg.MODEL.NUM_CLASSES, strict=cfg.MODEL.PRETRAIN_STRICT)
 
 
 def load_checkpoint_weights(
-    model: nn.Module, path: str | os.PathLike, cfg, *, strict: bool = True  # noqa: ANN001
+    model: nn.Module, path: str | os.PathLike, cfg, *, strict: bool = True
 ) -> LoadReport:
     """Weights of ``TRAIN/TEST.CHECKPOINT_FILE_PATH`` with the original's knobs
     ``TRAIN.CHECKPOINT_INFLATE`` and ``TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN`` (optimizer state is the

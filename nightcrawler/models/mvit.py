@@ -137,7 +137,13 @@ def mvit_block_specs(
         dim_out = round_width(dim, dim_factor[i + 1], divisor=round_width(heads, head_factor[i + 1]))
         specs.append(
             MViTBlockSpec(
-                dim, dim_out, heads, tuple(kernel_q[i]), tuple(stride_q[i]), tuple(kernel_kv[i]), tuple(stride_kv[i])
+                dim,
+                dim_out,
+                heads,
+                tuple(kernel_q[i]),
+                tuple(stride_q[i]),
+                tuple(kernel_kv[i]),
+                tuple(stride_kv[i]),
             )
         )
     return specs
@@ -184,7 +190,9 @@ def _make_pool(
         return None, None
     padding = [k // 2 for k in kernel]
     if mode == "conv":
-        conv = nn.Conv3d(head_dim, head_dim, tuple(kernel), tuple(stride), padding, groups=head_dim, bias=False)
+        conv = nn.Conv3d(
+            head_dim, head_dim, tuple(kernel), tuple(stride), padding, groups=head_dim, bias=False
+        )
         return conv, nn.LayerNorm(head_dim, eps=_POOL_NORM_EPS)
     if mode == "avg":
         return nn.AvgPool3d(tuple(kernel), tuple(stride), padding), None
@@ -336,7 +344,9 @@ class TransformerBasicHead(nn.Module):
         act_func: "softmax" (over classes) or "sigmoid".
     """
 
-    def __init__(self, dim_in: int, num_classes: int, dropout_rate: float = 0.0, act_func: str = "softmax") -> None:
+    def __init__(
+        self, dim_in: int, num_classes: int, dropout_rate: float = 0.0, act_func: str = "softmax"
+    ) -> None:
         super().__init__()
         if dropout_rate > 0.0:
             self.dropout = nn.Dropout(dropout_rate)
@@ -446,7 +456,9 @@ class MViT(nn.Module):
         if cls_embed_on:
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         if sep_pos_embed:
-            self.pos_embed_spatial = nn.Parameter(torch.zeros(1, self.patch_dims[1] * self.patch_dims[2], embed_dim))
+            self.pos_embed_spatial = nn.Parameter(
+                torch.zeros(1, self.patch_dims[1] * self.patch_dims[2], embed_dim)
+            )
             self.pos_embed_temporal = nn.Parameter(torch.zeros(1, self.patch_dims[0], embed_dim))
             if cls_embed_on:
                 self.pos_embed_class = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -473,7 +485,7 @@ class MViT(nn.Module):
         self.norm = nn.LayerNorm(out_dim, eps=_BLOCK_NORM_EPS)
         self.head = TransformerBasicHead(out_dim, num_classes, head_dropout_rate, head_act)
 
-        for name, param in self.named_parameters(recurse=False):
+        for param in self.parameters(recurse=False):
             trunc_normal_(param, std=0.02)  # position embeddings and class token
         self.apply(self._init_weights)
 
@@ -552,7 +564,9 @@ def mvit_from_cfg(cfg: Any) -> MViT:
             f"input size), got {cfg.DATA.TRAIN_CROP_SIZE} and {cfg.DATA.TEST_CROP_SIZE}"
         )
     if m.PATCH_2D:
-        raise NotImplementedError("MVIT.PATCH_2D: True (2-D image patch embedding) is not supported; set it False")
+        raise NotImplementedError(
+            "MVIT.PATCH_2D: True (2-D image patch embedding) is not supported; set it False"
+        )
     if m.NORM != "layernorm":
         raise NotImplementedError(f"MVIT.NORM: only 'layernorm' is supported, got {m.NORM!r}")
     return MViT(

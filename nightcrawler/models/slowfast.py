@@ -46,7 +46,7 @@ class FrozenBatchNorm3d(nn.Module):
             x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
         )
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.pop(prefix + "num_batches_tracked", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -320,7 +320,7 @@ class SlowFast(nn.Module):
         return self.projection(self.dropout(pooled))
 
 
-def sf_from_cfg(cfg) -> SlowFast:  # noqa: ANN001 (yacs CfgNode)
+def sf_from_cfg(cfg) -> SlowFast:
     """Build the SF model from ``MODEL.NUM_CLASSES`` and ``SF.{DEPTH, WIDTH, DROPOUT_RATE, FROZEN_BN}``."""
     return SlowFast(
         num_classes=cfg.MODEL.NUM_CLASSES,

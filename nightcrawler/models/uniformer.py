@@ -182,7 +182,9 @@ class SplitSABlock(nn.Module):
         tokens = tokens + self.drop_path(self.t_attn(self.t_norm(tokens)))
         # spatial attention: one sequence of H*W tokens per (sample, frame)
         tokens = tokens.reshape(batch, h * w, t, channels).transpose(1, 2).reshape(batch * t, h * w, channels)
-        residual = x.reshape(batch, channels, t, h * w).permute(0, 2, 3, 1).reshape(batch * t, h * w, channels)
+        residual = (
+            x.reshape(batch, channels, t, h * w).permute(0, 2, 3, 1).reshape(batch * t, h * w, channels)
+        )
         tokens = residual + self.drop_path(self.attn(self.norm1(tokens)))
         tokens = tokens.reshape(batch, t * h * w, channels)
         tokens = tokens + self.drop_path(self.mlp(self.norm2(tokens)))
@@ -213,7 +215,9 @@ class Uniformer(nn.Module):
         std: stages 2-4 patch embeddings use a (3, 2, 2) kernel with temporal padding 1 instead of
             (1, 2, 2) (time is kept either way).
         use_checkpoint: run the first ``checkpoint_num[i]`` blocks of stage i under activation
-            checkpointing while training (saves memory; no numerical effect).
+            checkpointing while training (saves memory; outputs and gradients are unchanged, but a
+            checkpointed CBlock's BatchNorm statistics are updated again when it is recomputed, as in
+            the original; the experiments checkpoint attention blocks only).
         checkpoint_num: blocks per stage to checkpoint (4 values).
     """
 

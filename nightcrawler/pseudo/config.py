@@ -58,7 +58,9 @@ class _Reader:
 
     def __init__(self, data: Any, source: str, prefix: str = ""):
         if not isinstance(data, Mapping):
-            raise PseudoLabelError(f"{source}: '{prefix or '<top>'}' must be a mapping, got {type(data).__name__}")
+            raise PseudoLabelError(
+                f"{source}: '{prefix or '<top>'}' must be a mapping, got {type(data).__name__}"
+            )
         self.data, self.source, self.prefix = data, source, prefix
 
     def _key(self, key: str) -> str:
@@ -73,7 +75,9 @@ class _Reader:
                 raise self.error(key, "is required")
             return default
         value = self.data[key]
-        if kind is not None and not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float):
+        wrong_type = kind is not None and not isinstance(value, kind)
+        bool_as_number = isinstance(value, bool) and kind in (int, float)
+        if wrong_type or bool_as_number:
             raise self.error(key, f"must be {getattr(kind, '__name__', kind)}, got {value!r}")
         return value
 
@@ -109,11 +113,19 @@ def parse_fusion(data: Any, source: str, num_classes: int, prefix: str = "fusion
     for i, item in enumerate(r.get("rules", [], list)):
         rule = _Reader(item, source, f"{prefix}.rules[{i}]")
         when = rule.sub("when")
-        rules.append(WeightRule(str(when.get("model", kind=str)), when.classes("argmax_in", num_classes), rule.weights("weights")))
+        rules.append(
+            WeightRule(
+                str(when.get("model", kind=str)),
+                when.classes("argmax_in", num_classes),
+                rule.weights("weights"),
+            )
+        )
     replacements = []
     for i, item in enumerate(r.get("replacements", [], list)):
         rep = _Reader(item, source, f"{prefix}.replacements[{i}]")
-        replacements.append(Replacement(rep.classes("when_argmax_in", num_classes), str(rep.get("use", kind=str))))
+        replacements.append(
+            Replacement(rep.classes("when_argmax_in", num_classes), str(rep.get("use", kind=str)))
+        )
     try:
         return FusionSpec(
             weights=r.weights("weights"),
@@ -134,7 +146,9 @@ def parse_selection(data: Any, source: str, num_classes: int, prefix: str = "sel
     thresholds = None
     if method == "thresholds":
         values = r.get("thresholds", kind=list)
-        if len(values) != num_classes or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if len(values) != num_classes or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
             raise r.error("thresholds", f"must list {num_classes} numbers (one per class), got {values!r}")
         thresholds = tuple(float(v) for v in values)
     try:
@@ -170,9 +184,13 @@ def _parse_models(r: _Reader, key: str) -> dict[str, ModelInput]:
             models[str(role)] = ModelInput(dir=value)
         elif isinstance(value, Mapping):
             m = _Reader(value, r.source, r._key(f"{key}.{role}"))
-            models[str(role)] = ModelInput(m.get("dir", None, str), m.get("pkl_name", None, str), m.get("path", None, str))
+            models[str(role)] = ModelInput(
+                m.get("dir", None, str), m.get("pkl_name", None, str), m.get("path", None, str)
+            )
         else:
-            raise r.error(f"{key}.{role}", "must be a folder (string) or a mapping with dir / pkl_name / path")
+            raise r.error(
+                f"{key}.{role}", "must be a folder (string) or a mapping with dir / pkl_name / path"
+            )
     if not models:
         raise r.error(key, "must name at least one model")
     return models
@@ -205,7 +223,9 @@ def _class_names(r: _Reader, num_classes: int) -> tuple[str, ...]:
 def _check_roles(fusion: FusionSpec, models: Mapping[str, Any], source: str, where: str) -> None:
     unknown = [role for role in fusion.models if role not in models]
     if unknown:
-        raise PseudoLabelError(f"{source}: {where} uses model(s) {unknown} not listed under 'models' ({sorted(models)})")
+        raise PseudoLabelError(
+            f"{source}: {where} uses model(s) {unknown} not listed under 'models' ({sorted(models)})"
+        )
 
 
 def load_stage_config(path: str | os.PathLike) -> StageConfig:
@@ -218,7 +238,9 @@ def load_stage_config(path: str | os.PathLike) -> StageConfig:
     same = {str(k): str(v) for k, v in inputs.get("same_pkl_as", {}, Mapping).items()}
     for slot, role in same.items():
         if slot not in models or role not in models:
-            raise inputs.error("same_pkl_as", f"maps '{slot}' -> '{role}', both must be listed under inputs.models")
+            raise inputs.error(
+                "same_pkl_as", f"maps '{slot}' -> '{role}', both must be listed under inputs.models"
+            )
     fusion = parse_fusion(r.get("fusion"), source, num_classes)
     _check_roles(fusion, models, source, "'fusion'")
     return StageConfig(
@@ -295,7 +317,9 @@ class EnsembleConfig:
         for m in self.modes:
             if m.name == name:
                 return m
-        raise PseudoLabelError(f"{self.source}: no mode named '{name}' (modes: {[m.name for m in self.modes]})")
+        raise PseudoLabelError(
+            f"{self.source}: no mode named '{name}' (modes: {[m.name for m in self.modes]})"
+        )
 
 
 VOTE_METHODS = ("original", "majority")
@@ -313,7 +337,12 @@ def _parse_reassign(items: Any, source: str, prefix: str, num_classes: int) -> t
         prob_of = int(when.get("prob_of", pred_id, int))
         branches = []
         for j, br in enumerate(r.get("then", kind=list)):
-            if not (isinstance(br, list) and len(br) == 2 and isinstance(br[0], int) and isinstance(br[1], (int, float))):
+            if not (
+                isinstance(br, list)
+                and len(br) == 2
+                and isinstance(br[0], int)
+                and isinstance(br[1], (int, float))
+            ):
                 raise r.error(f"then[{j}]", f"must be [new_class, min_probability], got {br!r}")
             branches.append((int(br[0]), float(br[1])))
         for c in (pred_id, prob_of, *(b[0] for b in branches)):
@@ -337,7 +366,9 @@ def load_ensemble_config(path: str | os.PathLike) -> EnsembleConfig:
         name = str(m.get("name"))
         set_name = str(m.get("pkls", kind=str))
         if set_name not in pkl_sets:
-            raise m.error("pkls", f"names PKL set '{set_name}' not defined under 'pkl_sets' ({sorted(pkl_sets)})")
+            raise m.error(
+                "pkls", f"names PKL set '{set_name}' not defined under 'pkl_sets' ({sorted(pkl_sets)})"
+            )
         pkl_set = _Reader(pkl_sets[set_name], source, f"pkl_sets.{set_name}")
         fusion_data = _merge(dict(shared_fusion), m.get("fusion", {}, Mapping))
         fusion = parse_fusion(fusion_data, source, num_classes, prefix=f"modes[{i}].fusion")
@@ -348,7 +379,15 @@ def load_ensemble_config(path: str | os.PathLike) -> EnsembleConfig:
             if file_name is None:
                 raise pkl_set.error(role, "is missing and the set has no 'default' file name")
             pkls[role] = file_name
-        modes.append(ModeSpec(name, set_name, pkls, fusion, _parse_reassign(m.get("reassign", []), source, f"modes[{i}].reassign", num_classes)))
+        modes.append(
+            ModeSpec(
+                name,
+                set_name,
+                pkls,
+                fusion,
+                _parse_reassign(m.get("reassign", []), source, f"modes[{i}].reassign", num_classes),
+            )
+        )
     names = [m.name for m in modes]
     if len(set(names)) != len(names):
         raise r.error("modes", f"mode names must be unique, got {names}")
@@ -363,7 +402,9 @@ def load_ensemble_config(path: str | os.PathLike) -> EnsembleConfig:
     files = r.sub("files", {})
     output_probability = str(r.get("output_probability", "softmax_of_fused", str))
     if output_probability not in OUTPUT_PROBABILITIES:
-        raise r.error("output_probability", f"must be one of {OUTPUT_PROBABILITIES}, got {output_probability!r}")
+        raise r.error(
+            "output_probability", f"must be one of {OUTPUT_PROBABILITIES}, got {output_probability!r}"
+        )
     return EnsembleConfig(
         source=source,
         num_classes=num_classes,
@@ -393,6 +434,8 @@ class SearchConfig:
     missing_threshold: float
     output: str
     table: str | None = None
+    list_csv: str | None = None
+    printout_classes: tuple[int, ...] = (10,)
 
 
 CRITERIA = ("f1", "original", "min_precision")
@@ -422,4 +465,6 @@ def load_search_config(path: str | os.PathLike) -> SearchConfig:
         missing_threshold=r.number("missing_threshold", 1.0),
         output=str(r.get("output", kind=str)),
         table=r.get("table", None, str),
+        list_csv=r.get("list_csv", None, str),
+        printout_classes=tuple(int(c) for c in r.get("printout_classes", [10], list)),
     )

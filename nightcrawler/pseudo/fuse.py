@@ -49,9 +49,13 @@ class FusionSpec:
 
     def __post_init__(self) -> None:
         if self.precision not in _DTYPES:
-            raise PseudoLabelError(f"fusion precision must be one of {sorted(_DTYPES)}, got {self.precision!r}")
+            raise PseudoLabelError(
+                f"fusion precision must be one of {sorted(_DTYPES)}, got {self.precision!r}"
+            )
         if self.input_transform not in ("softmax", "none"):
-            raise PseudoLabelError(f"fusion input_transform must be 'softmax' or 'none', got {self.input_transform!r}")
+            raise PseudoLabelError(
+                f"fusion input_transform must be 'softmax' or 'none', got {self.input_transform!r}"
+            )
         if not self.weights:
             raise PseudoLabelError("fusion needs at least one default weight")
 
@@ -59,7 +63,11 @@ class FusionSpec:
     def models(self) -> tuple[str, ...]:
         """Every model role the fusion reads, in first-use order."""
         roles: list[str] = []
-        for name in [*self.weights, *(r.model for r in self.rules), *(w for r in self.rules for w in r.weights)]:
+        for name in [
+            *self.weights,
+            *(r.model for r in self.rules),
+            *(w for r in self.rules for w in r.weights),
+        ]:
             if name not in roles:
                 roles.append(name)
         for rep in self.replacements:
@@ -76,7 +84,8 @@ class FusionResult:
     fused: np.ndarray  # (N, C) float64, after replacements (and optional normalisation)
     branch: np.ndarray  # (N,) int: index of the WeightRule used, -1 for the default weights
     replaced_by: np.ndarray  # (N,) int: index of the Replacement applied, -1 for none
-    inputs: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # role -> transformed probabilities
+    # role -> the probabilities each model contributed (after the input transform)
+    inputs: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
     @property
     def labels(self) -> np.ndarray:

@@ -44,7 +44,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: D102 - pickle API
         if (module, name) in _SAFE_GLOBALS or module == "numpy.dtypes":
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a PKL may only hold numpy arrays and lists")
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: a PKL may only hold numpy arrays and lists"
+        )
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,13 @@ def load_pkl(path: str | os.PathLike, num_classes: int | None = None) -> ModelOu
         raise PseudoLabelError(f"PKL {path}: expected a dict with key 'video_preds' (and 'video_labels')")
     preds = np.asarray(data["video_preds"])
     if preds.ndim != 2 or not np.issubdtype(preds.dtype, np.number):
-        raise PseudoLabelError(f"PKL {path}: 'video_preds' must be a numeric N x C array, got shape {preds.shape}")
+        raise PseudoLabelError(
+            f"PKL {path}: 'video_preds' must be a numeric N x C array, got shape {preds.shape}"
+        )
     if num_classes is not None and preds.shape[1] != num_classes:
-        raise PseudoLabelError(f"PKL {path}: 'video_preds' has {preds.shape[1]} classes, expected {num_classes}")
+        raise PseudoLabelError(
+            f"PKL {path}: 'video_preds' has {preds.shape[1]} classes, expected {num_classes}"
+        )
     if not np.all(np.isfinite(preds)):
         bad = int(np.flatnonzero(~np.isfinite(preds).all(axis=1))[0])
         raise PseudoLabelError(f"PKL {path}: 'video_preds' row {bad} holds NaN or infinite values")
@@ -137,7 +143,9 @@ def read_labelled_list(path: str | os.PathLike) -> dict[str, int]:
         except ValueError:
             raise PseudoLabelError(f"{path} row {i}: label {field!r} of '{name}' is not an integer") from None
         if name in out and out[name] != label:
-            raise PseudoLabelError(f"{path}: video '{name}' appears twice with labels {out[name]} and {label}")
+            raise PseudoLabelError(
+                f"{path}: video '{name}' appears twice with labels {out[name]} and {label}"
+            )
         out[name] = label
     return out
 
@@ -196,8 +204,8 @@ def align_outputs(
     if order is None:
         if unnamed:
             raise PseudoLabelError(
-                f"PKL {outputs[unnamed[0]].path} has no 'video_names'; give the list CSV its rows were made "
-                "from (rows pair with the list's lines by position)"
+                f"PKL {outputs[unnamed[0]].path} has no 'video_names'; give {order_source} its rows were "
+                "made from (rows pair with the list's lines by position)"
             )
         ref_role = named[0]
         reference = outputs[ref_role].names
@@ -231,20 +239,6 @@ def align_outputs(
     return AlignedOutputs(tuple(reference), preds, {role: out.path for role, out in outputs.items()})
 
 
-def check_same_names(outputs: Mapping[str, ModelOutput]) -> None:
-    """Raises if named PKLs disagree on their video lists (set or order), naming both files."""
-    named = [(role, out) for role, out in outputs.items() if out.names is not None]
-    for role, out in named[1:]:
-        ref = named[0][1]
-        if out.names != ref.names:
-            same_set = set(out.names) == set(ref.names)
-            raise PseudoLabelError(
-                f"PKLs {ref.path} and {out.path} disagree on video names"
-                + (" (same videos, different order)" if same_set else "")
-                + f": first difference at {_first_difference(ref.names, out.names)}"
-            )
-
-
 def format_float(value: float) -> str:
     """Shortest text that reads back to the same float64 (Python's repr, as pandas writes)."""
     return repr(float(value))
@@ -255,7 +249,9 @@ def format_float32(value: float) -> str:
     return np.format_float_positional(np.float32(value), unique=True, trim="0")
 
 
-def write_pseudo_csv(path: str | os.PathLike, names: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> Path:
+def write_pseudo_csv(
+    path: str | os.PathLike, names: Sequence[str], labels: np.ndarray, probs: np.ndarray
+) -> Path:
     """Writes the original's pseudo-label CSV atomically: no header, ``name,label,p0..pC-1``, ``\\n`` endings."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -275,7 +271,9 @@ def read_pseudo_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.
             if not row:
                 continue
             if len(row) < 3 or (probs and len(row) - 2 != len(probs[0])):
-                raise PseudoLabelError(f"{path} line {lineno}: expected name,label,p0..pC-1, got {len(row)} fields")
+                raise PseudoLabelError(
+                    f"{path} line {lineno}: expected name,label,p0..pC-1, got {len(row)} fields"
+                )
             try:
                 labels.append(int(row[1]))
                 probs.append([float(x) for x in row[2:]])
@@ -283,4 +281,8 @@ def read_pseudo_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.
                 raise PseudoLabelError(f"{path} line {lineno}: {exc}") from None
             names.append(row[0])
     num_classes = len(probs[0]) if probs else 0
-    return names, np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64).reshape(-1, num_classes)
+    return (
+        names,
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(probs, dtype=np.float64).reshape(-1, num_classes),
+    )

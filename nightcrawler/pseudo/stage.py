@@ -42,7 +42,9 @@ class PseudoLabels:
         return int(self.fusion.fused.shape[1])
 
 
-def generate_pseudo_labels(aligned: AlignedOutputs, fusion: FusionSpec, selection: SelectionSpec) -> PseudoLabels:
+def generate_pseudo_labels(
+    aligned: AlignedOutputs, fusion: FusionSpec, selection: SelectionSpec
+) -> PseudoLabels:
     """Fuses the aligned model outputs and applies the selection rule."""
     result = fuse_predictions(aligned.preds, fusion)
     labels, confidence = result.labels, result.confidence
@@ -58,19 +60,30 @@ def resolve_pkl_paths(
     overrides: Mapping[str, str | os.PathLike] | None = None,
     pkl_name: str | None = None,
     same_pkl_as: Mapping[str, str] | None = None,
+    model_dirs: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Role -> PKL path: ``root/<model dir>/<pkl name>``, explicit overrides, then slot substitutions."""
+    """Role -> PKL path: ``root/<model dir>/<pkl name>`` (``model_dirs`` replaces a role's folder), explicit
+    ``overrides`` (role -> file), then slot substitutions (``same_pkl_as``: slot -> role)."""
     root = Path(root)
-    overrides = dict(overrides or {})
-    unknown = [role for role in overrides if role not in cfg.models]
+    overrides, model_dirs = dict(overrides or {}), dict(model_dirs or {})
+    unknown = [role for role in [*overrides, *model_dirs] if role not in cfg.models]
     if unknown:
-        raise PseudoLabelError(f"{cfg.source}: no model role(s) {unknown}; the config lists {sorted(cfg.models)}")
+        raise PseudoLabelError(
+            f"{cfg.source}: no model role(s) {unknown}; the config lists {sorted(cfg.models)}"
+        )
     paths = {}
     for role, model in cfg.models.items():
-        paths[role] = Path(overrides[role]) if role in overrides else model.resolve(root, pkl_name or cfg.pkl_name)
+        if role in overrides:
+            paths[role] = Path(overrides[role])
+        elif role in model_dirs:
+            paths[role] = root / model_dirs[role] / (model.pkl_name or pkl_name or cfg.pkl_name)
+        else:
+            paths[role] = model.resolve(root, pkl_name or cfg.pkl_name)
     for slot, role in {**cfg.same_pkl_as, **(same_pkl_as or {})}.items():
         if slot not in paths or role not in paths:
-            raise PseudoLabelError(f"same-PKL substitution {slot}={role}: both must be model roles of {cfg.source}")
+            raise PseudoLabelError(
+                f"same-PKL substitution {slot}={role}: both must be model roles of {cfg.source}"
+            )
         paths[slot] = paths[role]
     return paths
 
@@ -96,7 +109,7 @@ def load_aligned(
             out = replace(out, preds=out.preds[skip_rows:], labels=out.labels[skip_rows:], names=names)
         outputs[role] = out
     order = None
-    source = "the list CSV"
+    source = "the list CSV (--list)"
     if list_csv is not None:
         order, _ = read_video_list(list_csv)
         source = f"list CSV {list_csv}"
@@ -127,7 +140,16 @@ def write_decisions(path: str | os.PathLike, result: PseudoLabels, fusion: Fusio
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(
-        ["row", "id", *(f"{m}_argmax" for m in rule_models), "rule", "label", "confidence", "threshold", "kept"]
+        [
+            "row",
+            "id",
+            *(f"{m}_argmax" for m in rule_models),
+            "rule",
+            "label",
+            "confidence",
+            "threshold",
+            "kept",
+        ]
     )
     model_argmax = {m: np.argmax(result.fusion.inputs[m], axis=1) for m in rule_models}
     for i, name in enumerate(result.names):

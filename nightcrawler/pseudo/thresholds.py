@@ -35,7 +35,9 @@ class SelectionSpec:
             raise PseudoLabelError("selection method 'thresholds' needs a 'thresholds' list (one per class)")
 
 
-def row_thresholds(labels: np.ndarray, confidence: np.ndarray, spec: SelectionSpec, num_classes: int) -> np.ndarray:
+def row_thresholds(
+    labels: np.ndarray, confidence: np.ndarray, spec: SelectionSpec, num_classes: int
+) -> np.ndarray:
     """The threshold each row is compared with (float64, -inf when everything is kept)."""
     labels = np.asarray(labels)
     confidence = np.asarray(confidence, dtype=np.float64)
@@ -44,10 +46,16 @@ def row_thresholds(labels: np.ndarray, confidence: np.ndarray, spec: SelectionSp
     if spec.method == "thresholds":
         table = np.asarray(spec.thresholds, dtype=np.float64)
         if table.shape != (num_classes,):
-            raise PseudoLabelError(f"selection needs {num_classes} thresholds (one per class), got {table.size}")
+            raise PseudoLabelError(
+                f"selection needs {num_classes} thresholds (one per class), got {table.size}"
+            )
         return table[labels]
     out = np.empty(labels.shape, dtype=np.float64)
-    groups = [np.arange(labels.size)] if not spec.per_class else [np.flatnonzero(labels == c) for c in range(num_classes)]
+    groups = (
+        [np.arange(labels.size)]
+        if not spec.per_class
+        else [np.flatnonzero(labels == c) for c in range(num_classes)]
+    )
     for idx in groups:
         if idx.size == 0:
             continue
@@ -57,7 +65,9 @@ def row_thresholds(labels: np.ndarray, confidence: np.ndarray, spec: SelectionSp
     return out
 
 
-def select_rows(labels: np.ndarray, confidence: np.ndarray, spec: SelectionSpec, num_classes: int) -> np.ndarray:
+def select_rows(
+    labels: np.ndarray, confidence: np.ndarray, spec: SelectionSpec, num_classes: int
+) -> np.ndarray:
     """Boolean mask of the rows to keep (``>=`` the threshold; strictly ``>`` for the mean - k*std rule)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     limits = row_thresholds(labels, confidence, spec, num_classes)

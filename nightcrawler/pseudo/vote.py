@@ -89,12 +89,16 @@ def output_probability(fused: np.ndarray, kind: str) -> np.ndarray:
     raise PseudoLabelError(f"unknown output probability {kind!r}")
 
 
-def run_mode(mode: ModeSpec, scores: Mapping[str, np.ndarray], probability: str = "softmax_of_fused") -> ModeResult:
+def run_mode(
+    mode: ModeSpec, scores: Mapping[str, np.ndarray], probability: str = "softmax_of_fused"
+) -> ModeResult:
     """Fuses one mode's inputs (role -> PKL rows), then applies its passes."""
     fusion = fuse_predictions(scores, mode.fusion)
     argmax = fusion.labels
     outcome = apply_reassign(argmax, fusion.fused, mode.reassign)
-    return ModeResult(mode.name, fusion, argmax, outcome.pred, output_probability(fusion.fused, probability), outcome)
+    return ModeResult(
+        mode.name, fusion, argmax, outcome.pred, output_probability(fusion.fused, probability), outcome
+    )
 
 
 def vote_original(preds: Sequence[np.ndarray], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,12 +133,12 @@ def format_torch_row(values: Sequence[float], precision: int = 4, linewidth: int
     """Text of ``print(torch.tensor([values]))`` for a 1 x C float32 tensor under torch's default print options
     (the original's Probability column), computed without torch."""
     vals = [float(np.float32(v)) for v in values]
-    finite = [abs(v) for v in vals if math.isfinite(v) and v != 0]
-    int_mode = all(v == math.ceil(v) for v in vals if math.isfinite(v) and v != 0)
+    finite = [v for v in vals if math.isfinite(v) and v != 0]  # signed: a minus sign widens the column
+    int_mode = all(v == math.ceil(v) for v in finite)
     sci = False
     width = 1
     if finite:
-        lo, hi = min(finite), max(finite)
+        lo, hi = min(abs(v) for v in finite), max(abs(v) for v in finite)
         if int_mode:
             sci = hi / lo > 1000.0 or hi > 1.0e8
             width = max(len(f"{v:.{precision}e}") if sci else len(f"{v:.0f}") + 1 for v in finite)
@@ -175,7 +179,9 @@ def submission_text(
     ``\\n`` endings. ``torch``: the original's file byte for byte (``Probability`` holds a printed tensor, Excel
     dialect with ``\\r\\n`` endings)."""
     if probability_format not in PROBABILITY_FORMATS:
-        raise PseudoLabelError(f"probability format must be one of {PROBABILITY_FORMATS}, got {probability_format!r}")
+        raise PseudoLabelError(
+            f"probability format must be one of {PROBABILITY_FORMATS}, got {probability_format!r}"
+        )
     buf = io.StringIO()
     if probability_format == "torch":
         writer = csv.writer(buf, dialect="excel")
@@ -270,6 +276,8 @@ def run_ensemble(
     modes = list(modes or [m.name for m in cfg.modes])
     voters = tuple(voters or cfg.vote.modes)
     method = method or cfg.vote.method
+    for name in modes:
+        cfg.mode(name)  # raises for an unknown mode
     missing = [v for v in voters if v not in modes]
     if missing:
         raise PseudoLabelError(f"vote over mode(s) {missing} that are not run (running {modes})")
@@ -278,7 +286,8 @@ def run_ensemble(
     order = None
     if test_csv is not None:
         order, _ = read_video_list(test_csv)
-    aligned = align_outputs(outputs, order, f"test CSV {test_csv}")
+    order_label = f"test CSV {test_csv}" if test_csv is not None else "the test CSV (--test-csv)"
+    aligned = align_outputs(outputs, order, order_label)
     results = {}
     for name in modes:
         mode = cfg.mode(name)
@@ -293,13 +302,17 @@ def run_ensemble(
         probability = stacked[source_idx, np.arange(voted.size)]
     elif method == "majority":
         voted, votes, mean_prob = vote_majority(
-            [results[v].final_pred for v in voters], [results[v].fusion.fused for v in voters], cfg.num_classes
+            [results[v].final_pred for v in voters],
+            [results[v].fusion.fused for v in voters],
+            cfg.num_classes,
         )
         source = ["majority"] * voted.size
         probability = mean_prob
     else:
         raise PseudoLabelError(f"vote method must be 'original' or 'majority', got {method!r}")
-    return EnsembleResult(aligned.names, video_ids, results, voters, method, voted, source, votes, probability)
+    return EnsembleResult(
+        aligned.names, video_ids, results, voters, method, voted, source, votes, probability
+    )
 
 
 def details_text(result: EnsembleResult) -> str:
@@ -319,16 +332,23 @@ def details_text(result: EnsembleResult) -> str:
 
 
 def write_ensemble_files(
-    result: EnsembleResult, cfg: EnsembleConfig, out_dir: str | os.PathLike, probability_format: str = "columns"
+    result: EnsembleResult,
+    cfg: EnsembleConfig,
+    out_dir: str | os.PathLike,
+    probability_format: str = "columns",
 ) -> dict[str, Path]:
     """Writes the per-mode files, the voted submission and the details file (all atomically)."""
     out_dir = Path(out_dir)
     written = {}
     for name, mode in result.modes.items():
         path = out_dir / cfg.per_mode_file.format(mode=name)
-        text = submission_text(result.names, result.video_ids, mode.final_pred, mode.probability, probability_format)
+        text = submission_text(
+            result.names, result.video_ids, mode.final_pred, mode.probability, probability_format
+        )
         written[f"mode {name}"] = atomic_write_text(path, text)
-    text = submission_text(result.names, result.video_ids, result.voted, result.probability, probability_format)
+    text = submission_text(
+        result.names, result.video_ids, result.voted, result.probability, probability_format
+    )
     written["submission"] = atomic_write_text(out_dir / cfg.submission_file, text)
     written["details"] = atomic_write_text(out_dir / cfg.details_file, details_text(result))
     return written

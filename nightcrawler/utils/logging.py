@@ -44,7 +44,7 @@ def log_json_stats(logger: logging.Logger, stats: dict[str, Any], output_dir: st
     def _plain(v: Any) -> Any:
         if hasattr(v, "item"):
             v = v.item()
-        return round(v, 6) if isinstance(v, float) else v
+        return float(f"{v:.6g}") if isinstance(v, float) else v  # 6 significant digits (learning rates ~1e-6)
 
     clean = {k: _plain(v) for k, v in stats.items()}
     line = json.dumps(clean, sort_keys=True)

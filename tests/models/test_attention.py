@@ -30,7 +30,9 @@ def _reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
     return out
 
 
-@pytest.mark.parametrize(("q_len", "kv_len", "head_dim", "scale"), [(7, 7, 8, None), (5, 11, 4, 0.37), (1, 3, 16, None)])
+@pytest.mark.parametrize(
+    ("q_len", "kv_len", "head_dim", "scale"), [(7, 7, 8, None), (5, 11, 4, 0.37), (1, 3, 16, None)]
+)
 def test_fused_and_explicit_attention_match_reference(q_len, kv_len, head_dim, scale):
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(2, 3, q_len, head_dim, generator=gen)
@@ -116,4 +118,6 @@ def test_mlp_linear_and_conv3d_agree_and_use_exact_gelu():
         torch.testing.assert_close(out_conv, out_linear, rtol=0, atol=1e-6)
         hidden = x.permute(0, 2, 3, 4, 1) @ linear.fc1.weight.T + linear.fc1.bias
         gelu = 0.5 * hidden * (1 + torch.erf(hidden / math.sqrt(2.0)))
-        torch.testing.assert_close(out_linear.permute(0, 2, 3, 4, 1), gelu @ linear.fc2.weight.T + linear.fc2.bias)
+        torch.testing.assert_close(
+            out_linear.permute(0, 2, 3, 4, 1), gelu @ linear.fc2.weight.T + linear.fc2.bias
+        )

@@ -1,0 +1,153 @@
+"""DataLoaders of the UG2 splits: samplers (distributed or not), batch sizes, worker seeding and collates.
+
+Training batches (``train_*`` splits) flatten each video's ``AUG.NUM_SAMPLE`` clips: ``inputs``
+(B*NS, 3, T, S, S) ordered ``[v1a, v1b, v2a, v2b, ...]``, ``labels``/``index`` (B*NS,), ``probs`` (B*NS, C),
+and ``failed``: how many videos failed to decode while making the batch (they were replaced), a 0-d tensor the
+engine can sum per epoch (workers are separate processes, so a counter on the dataset would not be seen).
+
+Test batches: ``inputs`` (B, V*C, 3, T, S, S), ``labels``/``index`` (B,), ``names`` list[str] and ``ok``
+(B,) bool (False: undecodable video skipped under TEST.SKIP_BAD_VIDEOS, its inputs are zeros).
+
+Distributed evaluation uses :class:`EvalShardSampler`: contiguous shards, no padding, every video on exactly one
+process, ``sampler.indices`` telling which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+
+from nightcrawler.data.decoders import open_video
+from nightcrawler.data.ug2 import SPLIT_DEFAULT, OpenFn, build_dataset, split_info
+from nightcrawler.utils.distributed import get_rank, get_world_size
+from nightcrawler.utils.seeding import worker_init_fn
+
+
+class EvalShardSampler(Sampler[int]):
+    """Rank ``rank``'s contiguous share of ``range(num_samples)``, without padding or duplicates.
+
+    Shard sizes differ by at most one; concatenating ``indices`` over ranks in rank order gives
+    ``0 .. num_samples-1`` in order.
+    """
+
+    def __init__(self, num_samples: int, num_replicas: int = 1, rank: int = 0):
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(
+                f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}"
+            )
+        start = rank * num_samples // num_replicas
+        stop = (rank + 1) * num_samples // num_replicas
+        self.num_samples = num_samples
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.indices = list(range(start, stop))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """No-op (the order never changes); present so callers can treat every sampler alike."""
+
+
+def collate_train(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Flattens every item's NUM_SAMPLE clips into one batch (clips of a video stay adjacent)."""
+    ns = items[0]["inputs"].shape[0]
+    return {
+        "inputs": torch.cat([it["inputs"] for it in items]),
+        "labels": torch.tensor([it["label"] for it in items], dtype=torch.long).repeat_interleave(ns),
+        "probs": torch.stack([it["probs"] for it in items]).repeat_interleave(ns, dim=0),
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long).repeat_interleave(ns),
+        "failed": torch.tensor(sum(int(it["failed"]) for it in items), dtype=torch.long),
+    }
+
+
+def collate_test(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stacks test items: one row per video, its V*C clips in the second dimension."""
+    return {
+        "inputs": torch.stack([it["inputs"] for it in items]),
+        "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "names": [it["name"] for it in items],
+        "ok": torch.tensor([bool(it["ok"]) for it in items], dtype=torch.bool),
+    }
+
+
+def default_batch_size(cfg, split: str, world_size: int, views: int, crops: int) -> int:
+    """Per-process batch in videos: TRAIN.BATCH_SIZE / world for training splits (must divide), and
+    ``max(1, TEST.BATCH_SIZE // (world * views * crops))`` for test splits (TEST.BATCH_SIZE counts clips)."""
+    if split_info(split).training:
+        total = cfg.TRAIN.BATCH_SIZE
+        if total < world_size or total % world_size:
+            raise ValueError(
+                f"TRAIN.BATCH_SIZE ({total}) must be a positive multiple of the number of processes ({world_size})"
+            )
+        return total // world_size
+    return max(1, cfg.TEST.BATCH_SIZE // (world_size * views * crops))
+
+
+def build_loader(
+    cfg,
+    split: str,
+    *,
+    batch_size: int | None = None,
+    shuffle: bool | None = None,
+    drop_last: bool | None = None,
+    gamma: float | None | str = SPLIT_DEFAULT,
+    views: int | None = None,
+    crops: int | None = None,
+    num_workers: int | None = None,
+    open_fn: OpenFn = open_video,
+) -> DataLoader:
+    """The DataLoader of ``split``.
+
+    Args:
+        batch_size: videos per process and batch (default: :func:`default_batch_size`).
+        shuffle: default True for training splits, False for test splits.
+        drop_last: default True for training splits, False for test splits.
+        gamma: see :func:`nightcrawler.data.ug2.build_dataset` (``"split"``: the split's default; None: off).
+        views, crops: test splits' temporal views and spatial crops (default TEST.NUM_ENSEMBLE_VIEWS/CROPS).
+        num_workers: default DATA_LOADER.NUM_WORKERS (persistent workers when > 0).
+        open_fn: reader factory (tests).
+
+    With torch.distributed initialised and more than one process, shuffled loaders use a
+    ``DistributedSampler`` (seed RNG_SEED; call ``loader.sampler.set_epoch``) and ordered ones an
+    :class:`EvalShardSampler`.
+    """
+    info = split_info(split)
+    dataset = build_dataset(cfg, split, gamma=gamma, views=views, crops=crops, open_fn=open_fn)
+    world, rank = get_world_size(), get_rank()
+    shuffle = info.training if shuffle is None else shuffle
+    drop_last = info.training if drop_last is None else drop_last
+    if batch_size is None:
+        batch_size = default_batch_size(cfg, split, world, dataset.num_views, dataset.num_crops)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    sampler: Sampler[int]
+    if shuffle and world > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.RNG_SEED)
+    elif shuffle:
+        sampler = RandomSampler(dataset)
+    elif world > 1 or not info.training:
+        sampler = EvalShardSampler(len(dataset), world, rank)
+    else:
+        sampler = SequentialSampler(dataset)
+
+    workers = cfg.DATA_LOADER.NUM_WORKERS if num_workers is None else num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_train if info.training else collate_test,
+        pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
+        drop_last=drop_last,
+        worker_init_fn=worker_init_fn,
+        persistent_workers=workers > 0,
+    )

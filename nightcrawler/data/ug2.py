@@ -1,0 +1,450 @@
+"""The UG2+/ARID video dataset: split name -> CSV list + video roots -> decoded, transformed clips.
+
+Splits (spec §1.5, plus the test-mode ``total_unlabel``):
+
+==================== ============================ ================================ ========================
+split                list (DATA key)              roots, primary first             items
+==================== ============================ ================================ ========================
+train_label          CSV_TRAIN_LABEL              ROOT_LABELED, ROOT_DRY           training
+train_unlabel        CSV_TOTAL_UNLABEL            ROOT_DARK, ROOT_ARID             training
+train_pseudo_label   PSEUDO_CSV                   ROOT_DARK, ROOT_ARID             training (+ CSV scores)
+val_dry              CSV_VAL_DRY                  ROOT_DRY, ROOT_LABELED           test
+arid                 CSV_ARID                     ROOT_ARID, ROOT_DARK             test
+dark_unlabel         CSV_DARK_UNLABEL             ROOT_DARK                        test
+total_unlabel        CSV_TOTAL_UNLABEL            ROOT_DARK, ROOT_ARID             test
+test                 CSV_TEST                     ROOT_TEST                        test
+==================== ============================ ================================ ========================
+
+A row is read from the first root holding its path (``DATA.ROOT_FALLBACK``); the fallbacks never mix sources
+whose file names collide (dark-train and Test both use ``N.mp4``), see ``data/README.md``.
+
+Training items decode one sparse (``ug2_sparse``) or dense (``ug2``) clip and return ``AUG.NUM_SAMPLE``
+augmented copies; test items decode the union of all temporal views' frames once and cut every view x crop
+from it, view-major, crop-minor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from nightcrawler.data import sampling
+from nightcrawler.data.csvs import VideoRow, parse_video_list
+from nightcrawler.data.decoders import VideoDecodeError, open_video, parse_backend
+from nightcrawler.data.transforms import apply_gamma, test_views
+
+logger = logging.getLogger(__name__)
+
+CLASS_NAMES = ("Drink", "Jump", "Pick", "Pour", "Push", "Run", "Sit", "Stand", "Turn", "Walk", "Wave")
+SPLIT_DEFAULT = "split"  # gamma argument meaning "the split's configured default"
+MAX_REPLACEMENTS = 20  # training: videos tried in a row for one item before giving up
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """Where a split's list and videos are, and what kind of items it yields."""
+
+    name: str
+    training: bool
+    csv_key: str  # DATA key holding the list's file name (relative to PATH_PREFIX)
+    root_keys: tuple[str, ...]  # DATA keys of the video roots, primary first
+    require_label: bool = False  # rows must carry a class (training on labels)
+
+
+SPLITS: dict[str, SplitInfo] = {
+    s.name: s
+    for s in (
+        SplitInfo("train_label", True, "CSV_TRAIN_LABEL", ("ROOT_LABELED", "ROOT_DRY"), require_label=True),
+        SplitInfo("train_unlabel", True, "CSV_TOTAL_UNLABEL", ("ROOT_DARK", "ROOT_ARID")),
+        SplitInfo("train_pseudo_label", True, "PSEUDO_CSV", ("ROOT_DARK", "ROOT_ARID"), require_label=True),
+        SplitInfo("val_dry", False, "CSV_VAL_DRY", ("ROOT_DRY", "ROOT_LABELED")),
+        SplitInfo("arid", False, "CSV_ARID", ("ROOT_ARID", "ROOT_DARK")),
+        SplitInfo("dark_unlabel", False, "CSV_DARK_UNLABEL", ("ROOT_DARK",)),
+        SplitInfo("total_unlabel", False, "CSV_TOTAL_UNLABEL", ("ROOT_DARK", "ROOT_ARID")),
+        SplitInfo("test", False, "CSV_TEST", ("ROOT_TEST",)),
+    )
+}
+TRAIN_SPLITS = tuple(n for n, s in SPLITS.items() if s.training)
+TEST_SPLITS = tuple(n for n, s in SPLITS.items() if not s.training)
+DARK_SPLITS = ("arid", "dark_unlabel", "total_unlabel", "test")  # gamma-corrected by default when tested
+
+
+def split_info(split: str) -> SplitInfo:
+    """The :class:`SplitInfo` of ``split``; raises ValueError naming the valid splits."""
+    try:
+        return SPLITS[split]
+    except KeyError:
+        raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}") from None
+
+
+def normalize_gamma(gamma: float | None) -> float | None:
+    """None for "no correction" (None, non-positive values and 1.0), else the float gamma."""
+    if gamma is None:
+        return None
+    gamma = float(gamma)
+    return None if gamma <= 0 or gamma == 1.0 else gamma
+
+
+def resolve_video_paths(rows: Sequence[VideoRow], roots: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Full path of every row (first root holding it; the primary root when none does) and the missing rows."""
+    if not roots:
+        raise ValueError("at least one video root is needed")
+    paths, missing = [], []
+    for row in rows:
+        for root in roots:
+            candidate = os.path.join(root, row.path)
+            if os.path.isfile(candidate):
+                paths.append(candidate)
+                break
+        else:
+            paths.append(os.path.join(roots[0], row.path))
+            missing.append(row.path)
+    return paths, missing
+
+
+OpenFn = Callable[..., Any]
+
+
+class UG2Dataset(Dataset):
+    """Videos of one split, as training items (augmented clips) or test items (all views x crops).
+
+    Training item: ``inputs`` float32 (num_sample, 3, T, S, S), ``label``, ``index``, ``probs`` float32
+    (num_classes,) (CSV scores of pseudo lists, else zeros) and ``failed`` (videos that failed to decode while
+    producing the item; they were replaced by random others).
+
+    Test item: ``inputs`` float32 (views * crops, 3, T, S, S) view-major, ``label``, ``index``, ``name`` (the
+    CSV path) and ``ok`` (False only when ``skip_bad`` let an undecodable video through as zeros).
+
+    Args:
+        split: split name (decides training vs test items; see :data:`SPLITS`).
+        csv_path: the video list.
+        video_roots: folders the list's paths are relative to, tried in order.
+        num_classes: classes C (labels must lie in [-1, C)).
+        separator: list field separator.
+        num_frames: frames T per clip.
+        dense: dense sampling (the expert's ``ug2`` dataset) instead of sparse segment sampling.
+        sampling_rate, use_offset_sampling: dense sampling parameters.
+        num_views, num_crops, crop_size: test clips per video and their size S.
+        gamma: gamma correction of the decoded uint8 frames (None: none).
+        mean, std: normalisation.
+        train_transform: callable ``(frames uint8 (T, H, W, 3), rng: random.Random)`` -> float32
+            (3, T, S, S), e.g. :class:`~nightcrawler.data.transforms.TrainTransform` (training splits).
+        num_sample: augmented clips per decoded training video.
+        backend, decode_threads: decoder (see :func:`nightcrawler.data.decoders.open_video`).
+        retries: decode attempts per video before it counts as failed.
+        skip_bad: test splits: turn undecodable videos into ``ok=False`` items instead of raising.
+        open_fn: ``open_fn(path, backend, threads)`` -> reader (tests inject fake videos).
+    """
+
+    def __init__(
+        self,
+        split: str,
+        csv_path: str | os.PathLike,
+        video_roots: Sequence[str],
+        *,
+        num_classes: int,
+        separator: str = ",",
+        num_frames: int = 8,
+        dense: bool = False,
+        sampling_rate: int = 1,
+        use_offset_sampling: bool = True,
+        num_views: int = 1,
+        num_crops: int = 1,
+        crop_size: int = 224,
+        gamma: float | None = None,
+        mean: Sequence[float] = (0.45, 0.45, 0.45),
+        std: Sequence[float] = (0.225, 0.225, 0.225),
+        train_transform: Callable[..., torch.Tensor] | None = None,
+        num_sample: int = 1,
+        backend: str = "auto",
+        decode_threads: int = 1,
+        retries: int = 3,
+        skip_bad: bool = False,
+        open_fn: OpenFn = open_video,
+    ):
+        info = split_info(split)
+        self.split = split
+        self.training = info.training
+        if self.training and train_transform is None:
+            raise ValueError(f"split {split} yields training items and needs a train_transform")
+        if num_views < 1 or num_crops < 1 or num_sample < 1 or retries < 1:
+            raise ValueError(
+                f"num_views ({num_views}), num_crops ({num_crops}), num_sample ({num_sample}) and retries "
+                f"({retries}) must all be >= 1"
+            )
+        self.csv_path = os.fspath(csv_path)
+        self.rows = parse_video_list(
+            self.csv_path, num_classes=num_classes, separator=separator, require_label=info.require_label
+        )
+        self.video_roots = [os.fspath(r) for r in video_roots]
+        self.paths, missing = resolve_video_paths(self.rows, self.video_roots)
+        if missing:
+            listing = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+            message = (
+                f"{len(missing)} of {len(self.rows)} videos of split {split} ({self.csv_path}) are not under "
+                f"{' or '.join(self.video_roots)}: {listing}"
+            )
+            if not self.training and not skip_bad:
+                raise FileNotFoundError(message + " (TEST.SKIP_BAD_VIDEOS True skips them)")
+            logger.warning(
+                "%s; %s", message, "they will be skipped" if not self.training else "they will be replaced"
+            )
+        self.num_classes = num_classes
+        self.num_frames = num_frames
+        self.dense = dense
+        self.sampling_rate = sampling_rate
+        self.use_offset_sampling = use_offset_sampling
+        self.num_views = num_views
+        self.num_crops = num_crops
+        self.crop_size = crop_size
+        self.gamma = normalize_gamma(gamma)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.train_transform = train_transform
+        self.num_sample = num_sample
+        self.backend = parse_backend(backend)[0]
+        self.decode_threads = decode_threads
+        self.retries = retries
+        self.skip_bad = skip_bad
+        self.open_fn = open_fn
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        kind = "training" if self.training else f"{self.num_views}x{self.num_crops}"
+        return f"UG2Dataset({self.split}, {len(self)} videos, {kind}, gamma={self.gamma}, {self.csv_path})"
+
+    # ------------------------------------------------------------------------------------------ sampling
+    def clip_indices(
+        self, num_video_frames: int, view: int | None, rng: random.Random | None = None
+    ) -> list[int]:
+        """Frame indices of one clip: ``view=None`` draws a training clip from ``rng``, else temporal view."""
+        if self.dense:
+            return sampling.dense_indices(
+                num_video_frames,
+                self.num_frames,
+                self.sampling_rate,
+                view=view,
+                num_views=self.num_views,
+                use_offset=self.use_offset_sampling,
+                rng=rng,
+            )
+        return sampling.uniform_indices(
+            num_video_frames, self.num_frames, view=view, num_views=self.num_views, rng=rng
+        )
+
+    # ------------------------------------------------------------------------------------------ decoding
+    def _decode(self, index: int, pick: Callable[[int], list[int]]) -> tuple[torch.Tensor, list[int]]:
+        """Opens video ``index`` and reads ``pick(num_frames)``; up to ``retries`` attempts."""
+        path = self.paths[index]
+        error: VideoDecodeError | None = None
+        for _ in range(self.retries):
+            try:
+                with self.open_fn(path, self.backend, self.decode_threads) as reader:
+                    wanted = pick(int(reader.num_frames))
+                    return reader.frames_at(wanted), wanted
+            except VideoDecodeError as exc:
+                error = exc
+            except (OSError, RuntimeError, ValueError, IndexError) as exc:
+                error = VideoDecodeError(path, f"{type(exc).__name__}: {exc}")
+        assert error is not None
+        raise error
+
+    # ------------------------------------------------------------------------------------------ items
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for split {self.split} of {len(self)} videos")
+        return self._training_item(index) if self.training else self._test_item(index)
+
+    def _training_item(self, index: int) -> dict[str, Any]:
+        # one draw from torch's RNG seeds this item: DataLoader worker seeding makes epochs and workers differ
+        rng = random.Random(int(torch.randint(0, 2**62, ()).item()))
+        failed = 0
+        for _ in range(MAX_REPLACEMENTS):
+            try:
+                frames, _ = self._decode(index, lambda n: self.clip_indices(n, None, rng))
+                break
+            except VideoDecodeError as exc:
+                failed += 1
+                logger.warning("split %s: %s; using a random other video instead", self.split, exc)
+                if len(self) > 1:
+                    index = (index + 1 + rng.randrange(len(self) - 1)) % len(self)
+        else:
+            raise RuntimeError(
+                f"split {self.split}: {MAX_REPLACEMENTS} videos in a row failed to decode (last: "
+                f"{self.paths[index]}); check the video roots and DATA.DECODING_BACKEND"
+            )
+        frames = apply_gamma(frames, self.gamma)
+        assert self.train_transform is not None
+        clips = torch.stack([self.train_transform(frames, rng) for _ in range(self.num_sample)])
+        row = self.rows[index]
+        probs = torch.zeros(self.num_classes, dtype=torch.float32)
+        if row.probs is not None:
+            probs = torch.tensor(row.probs, dtype=torch.float32)
+        return {"inputs": clips, "label": row.label, "index": index, "probs": probs, "failed": failed}
+
+    def test_clip_indices(self, num_video_frames: int) -> list[list[int]]:
+        """Frame indices of every temporal view of a video of ``num_video_frames`` frames."""
+        return [self.clip_indices(num_video_frames, view) for view in range(self.num_views)]
+
+    def _test_item(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        views: list[list[int]] = []
+
+        def union_of_views(n: int) -> list[int]:
+            views[:] = self.test_clip_indices(n)
+            return sorted({i for v in views for i in v})
+
+        try:
+            frames, union = self._decode(index, union_of_views)
+        except VideoDecodeError as exc:
+            if not self.skip_bad:
+                raise
+            logger.warning("split %s: skipping %s", self.split, exc)
+            shape = (self.num_views * self.num_crops, 3, self.num_frames, self.crop_size, self.crop_size)
+            return {
+                "inputs": torch.zeros(shape),
+                "label": row.label,
+                "index": index,
+                "name": row.path,
+                "ok": False,
+            }
+        position = {frame: i for i, frame in enumerate(union)}
+        clips = []
+        for view in views:
+            view_frames = frames[[position[i] for i in view]]
+            clips.append(
+                test_views(view_frames, self.crop_size, self.num_crops, self.gamma, self.mean, self.std)
+            )
+        inputs = torch.cat(clips)
+        return {"inputs": inputs, "label": row.label, "index": index, "name": row.path, "ok": True}
+
+
+# ---------------------------------------------------------------------------------------------- builders
+
+
+def split_paths(cfg, split: str) -> tuple[str, list[str]]:
+    """(list file, video roots) of ``split`` under ``cfg.DATA.PATH_PREFIX``; raises if the list is missing."""
+    info = split_info(split)
+    prefix = cfg.DATA.PATH_PREFIX
+    name = cfg.DATA[info.csv_key]
+    if not name:
+        raise ValueError(f"split {split} needs DATA.{info.csv_key} (a list relative to DATA.PATH_PREFIX)")
+    csv_path = os.path.join(prefix, name)
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(
+            f"video list of split {split} not found: {csv_path} (DATA.PATH_PREFIX={prefix!r}, "
+            f"DATA.{info.csv_key}={name!r}; tools/generate_csv.py writes the lists, see data/README.md)"
+        )
+    keys = info.root_keys if cfg.DATA.ROOT_FALLBACK else info.root_keys[:1]
+    return csv_path, [os.path.join(prefix, cfg.DATA[k]) for k in keys]
+
+
+def default_gamma(cfg, split: str) -> float | None:
+    """The gamma of ``split`` when the caller does not choose: training splits DATA.TRAIN_GAMMA (off by
+    default, as the original); test splits TEST.GAMMA on the dark splits, and on every split with a ``*_GIC``
+    DATA.DECODING_BACKEND (the original's gamma decoding mode)."""
+    info = split_info(split)
+    if info.training:
+        return normalize_gamma(cfg.DATA.TRAIN_GAMMA)
+    _, gamma_mode = parse_backend(cfg.DATA.DECODING_BACKEND)
+    if split in DARK_SPLITS or gamma_mode:
+        return normalize_gamma(cfg.TEST.GAMMA)
+    return None
+
+
+def build_train_transform(cfg) -> Callable[..., torch.Tensor]:
+    """The training clip transform of spec §3.1 from ``cfg`` (RandAugment and erasing only with AUG.ENABLE;
+    random resized crop when DATA.TRAIN_JITTER_SCALES_RELATIVE is set, else short-side jitter + crop)."""
+    from nightcrawler.data.transforms import TrainTransform
+
+    aug = cfg.AUG.ENABLE
+    scale = list(cfg.DATA.TRAIN_JITTER_SCALES_RELATIVE) or None
+    return TrainTransform(
+        crop_size=cfg.DATA.TRAIN_CROP_SIZE,
+        rand_augment=cfg.AUG.AA_TYPE if aug and cfg.AUG.AA_TYPE else None,
+        interpolation=cfg.AUG.INTERPOLATION,
+        scale=scale,
+        ratio=list(cfg.DATA.TRAIN_JITTER_ASPECT_RELATIVE) or (0.75, 1.3333),
+        flip_prob=0.5 if cfg.DATA.RANDOM_FLIP else 0.0,
+        re_prob=cfg.AUG.RE_PROB if aug else 0.0,
+        re_mode=cfg.AUG.RE_MODE,
+        re_count=cfg.AUG.RE_COUNT,
+        mean=cfg.DATA.MEAN,
+        std=cfg.DATA.STD,
+        jitter_scales=None if scale else list(cfg.DATA.TRAIN_JITTER_SCALES),
+    )
+
+
+def build_dataset(
+    cfg,
+    split: str,
+    *,
+    gamma: float | None | str = SPLIT_DEFAULT,
+    views: int | None = None,
+    crops: int | None = None,
+    open_fn: OpenFn = open_video,
+) -> UG2Dataset:
+    """The dataset of ``split`` configured from ``cfg``.
+
+    Args:
+        gamma: ``"split"`` (default): :func:`default_gamma`; None or a non-positive value: no correction;
+            else the gamma applied to the decoded frames (the engine passes it explicitly).
+        views, crops: test splits: temporal views and spatial crops (default TEST.NUM_ENSEMBLE_VIEWS and
+            TEST.NUM_SPATIAL_CROPS); ignored for training splits.
+        open_fn: reader factory (tests).
+    """
+    info = split_info(split)
+    csv_path, roots = split_paths(cfg, split)
+    if isinstance(gamma, str):
+        if gamma != SPLIT_DEFAULT:
+            raise ValueError(f"gamma must be a number, None or {SPLIT_DEFAULT!r}, got {gamma!r}")
+        gamma = default_gamma(cfg, split)
+    dataset_name = cfg.TRAIN.DATASET if info.training else cfg.TEST.DATASET
+    if dataset_name not in ("ug2", "ug2_sparse"):
+        raise ValueError(
+            f"{'TRAIN' if info.training else 'TEST'}.DATASET must be ug2 or ug2_sparse, got {dataset_name!r}"
+        )
+    common = dict(
+        num_classes=cfg.MODEL.NUM_CLASSES,
+        separator=cfg.DATA.PATH_LABEL_SEPARATOR,
+        num_frames=cfg.DATA.NUM_FRAMES,
+        dense=dataset_name == "ug2",
+        sampling_rate=cfg.DATA.SAMPLING_RATE,
+        use_offset_sampling=cfg.DATA.USE_OFFSET_SAMPLING,
+        gamma=gamma,
+        mean=cfg.DATA.MEAN,
+        std=cfg.DATA.STD,
+        backend=cfg.DATA.DECODING_BACKEND,
+        decode_threads=cfg.DATA.DECODE_THREADS,
+        retries=cfg.DATA.DECODE_RETRIES,
+        open_fn=open_fn,
+    )
+    if info.training:
+        return UG2Dataset(
+            split,
+            csv_path,
+            roots,
+            crop_size=cfg.DATA.TRAIN_CROP_SIZE,
+            train_transform=build_train_transform(cfg),
+            num_sample=cfg.AUG.NUM_SAMPLE,
+            **common,
+        )
+    return UG2Dataset(
+        split,
+        csv_path,
+        roots,
+        num_views=views or cfg.TEST.NUM_ENSEMBLE_VIEWS,
+        num_crops=crops or cfg.TEST.NUM_SPATIAL_CROPS,
+        crop_size=cfg.DATA.TEST_CROP_SIZE,
+        skip_bad=cfg.TEST.SKIP_BAD_VIDEOS,
+        **common,
+    )

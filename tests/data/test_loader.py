@@ -1,0 +1,146 @@
+"""Loaders: batch layout of both collates, batch sizes, samplers (incl. simulated ranks), workers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DistributedSampler, RandomSampler
+
+from nightcrawler.data import loader as loader_mod
+from nightcrawler.data.loader import (
+    EvalShardSampler,
+    build_loader,
+    collate_test,
+    collate_train,
+    default_batch_size,
+)
+from tests.data.test_ug2 import _layout, fake_open
+
+VIDEOS = {
+    "Drink_001.mp4": (40,),
+    "Jump_001.avi": (30,),
+    "Drink_dry_001.avi": (50,),
+    "0.mp4": (20,),
+    "1.mp4": (25,),
+    "Wave_1_1.mp4": (33,),
+}
+
+
+def _cfg(tmp_path):
+    cfg = _layout(tmp_path)
+    cfg.DATA_LOADER.NUM_WORKERS = 0
+    cfg.AUG.NUM_SAMPLE = 2
+    cfg.TRAIN.BATCH_SIZE = 2
+    cfg.TEST.NUM_ENSEMBLE_VIEWS = 2
+    cfg.TEST.NUM_SPATIAL_CROPS = 3
+    cfg.TEST.BATCH_SIZE = 12
+    return cfg
+
+
+def test_collate_train_flattens_samples_video_by_video():
+    items = [
+        {
+            "inputs": torch.full((2, 3, 4, 8, 8), float(v)) + torch.arange(2.0).view(2, 1, 1, 1, 1) / 10,
+            "label": 3 + v,
+            "index": 10 + v,
+            "probs": torch.full((11,), float(v)),
+            "failed": v,
+        }
+        for v in range(3)
+    ]
+    batch = collate_train(items)
+    assert batch["inputs"].shape == (6, 3, 4, 8, 8)
+    assert [round(float(x[0, 0, 0, 0]), 1) for x in batch["inputs"]] == [0.0, 0.1, 1.0, 1.1, 2.0, 2.1]
+    assert batch["labels"].tolist() == [3, 3, 4, 4, 5, 5]
+    assert batch["index"].tolist() == [10, 10, 11, 11, 12, 12]
+    assert batch["probs"].shape == (6, 11) and batch["probs"][:, 0].tolist() == [0, 0, 1, 1, 2, 2]
+    assert batch["failed"].item() == 3 and batch["failed"].dim() == 0
+
+
+def test_collate_test_stacks_videos():
+    items = [
+        {"inputs": torch.zeros(6, 3, 4, 8, 8), "label": -1, "index": i, "name": f"{i}.mp4", "ok": i != 1}
+        for i in range(2)
+    ]
+    batch = collate_test(items)
+    assert batch["inputs"].shape == (2, 6, 3, 4, 8, 8)
+    assert batch["labels"].tolist() == [-1, -1] and batch["index"].tolist() == [0, 1]
+    assert batch["names"] == ["0.mp4", "1.mp4"] and batch["ok"].tolist() == [True, False]
+
+
+def test_training_loader_batches(tmp_path):
+    cfg = _cfg(tmp_path)
+    loader = build_loader(cfg, "train_label", open_fn=fake_open(VIDEOS))
+    assert isinstance(loader.sampler, RandomSampler) and loader.drop_last and loader.batch_size == 2
+    assert len(loader) == 1  # 3 videos, batches of 2, last one dropped
+    batch = next(iter(loader))
+    assert batch["inputs"].shape == (4, 3, 4, 16, 16) and batch["inputs"].dtype == torch.float32
+    assert batch["labels"].shape == (4,) and torch.equal(batch["labels"][0::2], batch["labels"][1::2])
+    assert torch.equal(batch["index"][0::2], batch["index"][1::2])
+    assert batch["probs"].shape == (4, 11) and batch["failed"].item() == 0
+
+
+def test_test_loader_batches_in_list_order(tmp_path):
+    cfg = _cfg(tmp_path)
+    loader = build_loader(cfg, "total_unlabel", open_fn=fake_open({**VIDEOS}))
+    assert loader.batch_size == 2  # TEST.BATCH_SIZE 12 clips / (1 process x 2 views x 3 crops)
+    assert isinstance(loader.sampler, EvalShardSampler) and loader.sampler.indices == [0, 1, 2]
+    batches = list(loader)
+    assert [b["inputs"].shape for b in batches] == [(2, 6, 3, 4, 16, 16), (1, 6, 3, 4, 16, 16)]
+    assert [n for b in batches for n in b["names"]] == ["0.mp4", "1.mp4", "Wave/Wave_1_1.mp4"]
+    assert [i for b in batches for i in b["index"].tolist()] == [0, 1, 2]
+    assert all(b["ok"].all() for b in batches)
+    one = build_loader(cfg, "arid", views=1, crops=1, batch_size=5, gamma=None, open_fn=fake_open(VIDEOS))
+    assert one.batch_size == 5 and one.dataset.gamma is None
+    assert next(iter(one))["inputs"].shape == (1, 1, 3, 4, 16, 16)
+
+
+def test_batch_sizes():
+    from nightcrawler.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.TRAIN.BATCH_SIZE, cfg.TEST.BATCH_SIZE = 32, 64
+    assert default_batch_size(cfg, "train_label", 4, 3, 3) == 8
+    assert default_batch_size(cfg, "test", 4, 3, 3) == 1  # 64 // 36
+    assert default_batch_size(cfg, "test", 2, 1, 3) == 10
+    assert default_batch_size(cfg, "arid", 1, 1, 1) == 64
+    with pytest.raises(ValueError, match="TRAIN.BATCH_SIZE"):
+        default_batch_size(cfg, "train_unlabel", 3, 1, 1)
+
+
+@pytest.mark.parametrize("num_samples", [0, 1, 7, 10, 3103])
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_eval_shards_cover_every_index_exactly_once(num_samples, world):
+    shards = [EvalShardSampler(num_samples, world, rank) for rank in range(world)]
+    joined = [i for s in shards for i in s]
+    assert joined == list(range(num_samples))  # no padding, no duplicate, rank order = list order
+    sizes = [len(s) for s in shards]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == num_samples
+    assert all(list(s) == s.indices for s in shards)
+
+
+def test_simulated_ranks_pick_distributed_samplers(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path)
+    cfg.TRAIN.BATCH_SIZE = 4
+    monkeypatch.setattr(loader_mod, "get_world_size", lambda: 2)
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(loader_mod, "get_rank", lambda rank=rank: rank)
+        train = build_loader(cfg, "train_unlabel", open_fn=fake_open(VIDEOS))
+        assert isinstance(train.sampler, DistributedSampler)
+        assert (train.sampler.num_replicas, train.sampler.rank, train.batch_size) == (2, rank, 2)
+        test = build_loader(cfg, "dark_unlabel", open_fn=fake_open(VIDEOS))
+        assert isinstance(test.sampler, EvalShardSampler) and test.batch_size == 1  # 12 // (2 * 6)
+        seen += [i for b in test for i in b["index"].tolist()]
+    assert seen == [0, 1]
+
+
+def test_worker_processes_report_failures_and_persist(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.TRAIN.BATCH_SIZE = 3
+    videos = {k: v for k, v in VIDEOS.items() if k != "Jump_001.avi"}  # one training video is broken
+    loader = build_loader(cfg, "train_label", num_workers=1, shuffle=False, open_fn=fake_open(videos))
+    assert loader.persistent_workers and loader.worker_init_fn is not None
+    batch = next(iter(loader))
+    assert batch["failed"].item() == 1
+    assert batch["index"].tolist()[2:4] != [1, 1]  # the broken video was replaced by another one

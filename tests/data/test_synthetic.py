@@ -1,0 +1,180 @@
+"""The synthetic dark-video set: layout and lists, determinism, class motions and low-light statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from nightcrawler.data.csvs import parse_video_list
+from nightcrawler.data.decoders import open_video
+from nightcrawler.data.synthetic import (
+    CLASS_NAMES,
+    Layout,
+    SyntheticSpec,
+    make_synthetic_dataset,
+    motion_track,
+    plan_videos,
+)
+from nightcrawler.data.transforms import gamma_lut
+
+SPEC = SyntheticSpec(seed=7, num_classes=3, videos_per_class=2, labeled_per_class=3, frames=16)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    summary = make_synthetic_dataset(out, SPEC)
+    return out, summary
+
+
+def _digest(folder):
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "synthetic.json"
+    }
+
+
+def test_layout_and_lists(built):
+    out, summary = built
+    layout = Layout()
+    assert summary.videos == {"labeled": 9, "dry": 6, "dark": 6, "arid": 6, "test": 6}
+    lists = {n: parse_video_list(out / n, num_classes=3) for n in summary.csvs}
+    assert {n: len(r) for n, r in lists.items()} == {
+        "train_label+val_dry.csv": 15,
+        "val_dry.csv": 6,
+        "arid.csv": 6,
+        "dark_unlabel.csv": 6,
+        "total_unlabel.csv": 12,
+        "test.csv": 6,
+    }
+    merged, dry = lists["train_label+val_dry.csv"], lists["val_dry.csv"]
+    assert merged[9:] == dry and all(r.path.endswith(".avi") for r in dry)
+    assert [r.label for r in merged[:9]] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert all(CLASS_NAMES[r.label] in r.path for r in merged)
+    arid = lists["arid.csv"]
+    assert [r.path for r in arid[:2]] == ["Drink/Drink_1_1.mp4", "Drink/Drink_1_2.mp4"]
+    assert all(r.path.split("/")[0] == CLASS_NAMES[r.label] for r in arid)
+    for name in ("dark_unlabel.csv", "test.csv"):
+        assert [r.path for r in lists[name]] == [f"{i}.mp4" for i in range(6)]
+        assert {r.label for r in lists[name]} == {-1}
+    total = lists["total_unlabel.csv"]
+    assert [r.path for r in total] == [r.path for r in lists["dark_unlabel.csv"] + arid]
+    assert {r.label for r in total} == {-1}
+    # every listed video exists under its source folder (dry-run rows of the merged list live in dry_run/)
+    roots = {
+        "train_label+val_dry.csv": layout.root_labeled,
+        "val_dry.csv": layout.root_dry,
+        "arid.csv": layout.root_arid,
+        "dark_unlabel.csv": layout.root_dark,
+        "test.csv": layout.root_test,
+    }
+    for name, root in roots.items():
+        for row in lists[name]:
+            assert (out / root / row.path).is_file() or (out / layout.root_dry / row.path).is_file()
+    # hidden labels: each class equally often, shuffled over the anonymous names
+    hidden = parse_video_list(out / "hidden/test_labels.csv", num_classes=3, require_label=True)
+    assert [r.path for r in hidden] == [r.path for r in lists["test.csv"]]
+    assert sorted(r.label for r in hidden) == [0, 0, 1, 1, 2, 2]
+    dark_hidden = parse_video_list(out / "hidden/dark_unlabel_labels.csv", num_classes=3, require_label=True)
+    total_hidden = parse_video_list(out / "hidden/total_unlabel_labels.csv", num_classes=3, require_label=True)
+    assert total_hidden == dark_hidden + arid
+    manifest = json.loads((out / "synthetic.json").read_text())
+    assert manifest["spec"]["seed"] == 7 and manifest["class_names"] == ["Drink", "Jump", "Pick"]
+
+
+def test_videos_are_real_h264_and_mpeg4_files(built):
+    out, _ = built
+    with open_video(out / "Test/0.mp4") as reader:
+        assert reader.probe.codec == "h264" and (reader.width, reader.height) == (320, 240)
+        assert round(reader.fps) == 30 and 12 <= reader.num_frames <= 16
+    with open_video(out / "dry_run/Validation/Drink_dry_001.avi") as reader:
+        assert reader.probe.codec == "mpeg4" and reader.frames_at([0]).shape == (1, 240, 320, 3)
+
+
+def test_same_seed_same_bytes_other_seed_other_videos(built, tmp_path):
+    out, _ = built
+    small = SyntheticSpec(seed=7, num_classes=3, videos_per_class=2, labeled_per_class=3, frames=16)
+    again = tmp_path / "again"
+    make_synthetic_dataset(again, small, workers=2)  # worker processes do not change the output
+    assert _digest(again) == _digest(out)
+    other = tmp_path / "other"
+    make_synthetic_dataset(other, SyntheticSpec(seed=8, num_classes=1, videos_per_class=1, frames=16))
+    assert _digest(other)["Test/0.mp4"] != _digest(out)["Test/0.mp4"]
+
+
+def _mean_brightness(paths, lut=None):
+    values = []
+    for path in paths:
+        with open_video(path) as reader:
+            frames = reader.frames_at(range(reader.num_frames))
+        if lut is not None:
+            frames = lut[frames.long()]
+        values.append(frames.float().mean().item())
+    return float(np.mean(values))
+
+
+def test_dark_videos_are_dark_and_gamma_recovers_them(built):
+    out, _ = built
+    layout = Layout()
+    normal = sorted((out / layout.root_labeled).glob("*")) + sorted((out / layout.root_dry).glob("*"))
+    dark = sorted((out / layout.root_dark).glob("*.mp4")) + sorted((out / layout.root_arid).glob("*/*.mp4"))
+    normal_mean, dark_mean = _mean_brightness(normal), _mean_brightness(dark)
+    corrected = _mean_brightness(dark, gamma_lut(0.25))
+    assert 60 < normal_mean < 160
+    assert dark_mean < 0.2 * normal_mean  # a large shift of the input statistics (BatchNorm sees it)
+    assert 0.6 * normal_mean < corrected < 1.4 * normal_mean  # gamma 0.25 brings the level back
+    with open_video(dark[0]) as reader:
+        frames = reader.frames_at([0, 1]).float()
+    assert (frames[0] - frames[1]).abs().mean() > 0.5  # sensor noise changes from frame to frame
+
+
+def test_motions_differ_the_way_their_names_say():
+    W, H, n = 320, 240, 64
+
+    def track(name, seed=0):
+        return motion_track(name, n, np.random.default_rng(seed), W, H)
+
+    for seed in range(5):
+        sit, stand = track("Sit", seed), track("Stand", seed)
+        assert sit["cy"][-1] - sit["cy"][0] > 0.15 * H  # image y grows downwards: Sit ends lower
+        assert stand["cy"][0] - stand["cy"][-1] > 0.15 * H
+        travel = {m: abs(track(m, seed)["cx"][-1] - track(m, seed)["cx"][0]) for m in ("Push", "Walk", "Run")}
+        assert travel["Run"] > travel["Walk"] > travel["Push"] > 0.15 * W
+        turn = track("Turn", seed)
+        assert turn["sx"].min() < 0 < turn["sx"].max()  # the object shows its back (mirrored) half way
+        pour = track("Pour", seed)
+        assert np.abs(pour["angle"]).max() > 60 and np.ptp(pour["cy"]) < 0.05 * H
+        wave = track("Wave", seed)
+        crossings = np.sum(np.diff(np.sign(wave["cx"] - wave["cx"].mean())) != 0)
+        assert crossings >= 4
+    with pytest.raises(ValueError, match="unknown motion"):
+        track("Dance")
+
+
+def test_plan_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="num_classes"):
+        plan_videos(SyntheticSpec(num_classes=12), Layout())
+    with pytest.raises(ValueError, match="frames"):
+        plan_videos(SyntheticSpec(frames=2), Layout())
+
+
+def test_cli_refuses_a_non_empty_folder(tmp_path, capsys):
+    import importlib.util
+
+    from tests.conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("make_synthetic", REPO_ROOT / "tools" / "make_synthetic.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (tmp_path / "keep.txt").write_text("x")
+    assert tool.main(["--out", str(tmp_path), "--num-classes", "1", "--videos-per-class", "1"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    out = tmp_path / "new"
+    argv = ["--out", str(out), "--num-classes", "2", "--videos-per-class", "1", "--frames", "8", "--workers", "1"]
+    assert tool.main(argv) == 0
+    assert len(parse_video_list(out / "total_unlabel.csv", num_classes=2)) == 4
+    assert "synthetic set written" in capsys.readouterr().out

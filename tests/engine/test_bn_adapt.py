@@ -1,0 +1,76 @@
+"""BN adaptation: only BatchNorm running statistics change, and they become the dark data's statistics."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from nightcrawler.engine.bn_adapt import adapt_bn_statistics, bn_layers
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 1)
+        self.bn = nn.BatchNorm3d(4)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(4, 2)
+        self.register_buffer("other", torch.arange(3.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(torch.relu(self.bn(self.conv(x))).mean((2, 3, 4))))
+
+
+def _dark_batches(n: int, seed: int = 0) -> list[dict]:
+    """Normalised "dark" clips: far below the normal-light mean, with a small spread."""
+    g = torch.Generator().manual_seed(seed)
+    return [{"inputs": -1.6 + 0.2 * torch.randn(4, 3, 2, 3, 3, generator=g), "labels": torch.zeros(4)} for _ in range(n)]
+
+
+def _population_stats(net: _Net, batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        feats = torch.cat([net.conv(b["inputs"]).transpose(0, 1).reshape(4, -1) for b in batches], dim=1)
+    return feats.mean(1), feats.var(1, unbiased=False)
+
+
+def test_only_bn_statistics_change_and_match_the_dark_population():
+    torch.manual_seed(0)
+    net = _Net().eval()
+    before = copy.deepcopy(net.state_dict())
+    batches = _dark_batches(5)
+    used = adapt_bn_statistics(net, batches, num_batches=3, device="cpu")
+    assert used == 3
+    assert not net.training  # mode restored
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
+    mean, var = _population_stats(net, batches[:3])
+    torch.testing.assert_close(net.bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(net.bn.running_var, var, rtol=1e-3, atol=1e-5)
+    assert net.bn.momentum == 0.1  # restored after fvcore's override
+
+
+def test_uses_at_most_the_loader_length_and_keeps_buffer_identity():
+    net = _Net()
+    mean_buffer = net.bn.running_mean
+    assert adapt_bn_statistics(net, _dark_batches(2), num_batches=200) == 2
+    assert net.bn.running_mean is mean_buffer  # same tensor object (DDP keeps references to buffers)
+    assert net.training
+
+
+def test_models_without_batchnorm_are_left_alone(caplog):
+    net = nn.Sequential(nn.Conv3d(3, 2, 1), nn.LayerNorm(3))
+    before = copy.deepcopy(net.state_dict())
+    with caplog.at_level("INFO"):
+        assert adapt_bn_statistics(net, _dark_batches(2), num_batches=2) == 0
+    assert "no BatchNorm" in caplog.text
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert bn_layers(net) == []
+
+
+def test_an_empty_loader_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least one full batch"):
+        adapt_bn_statistics(_Net(), [], num_batches=5)

@@ -1,0 +1,155 @@
+"""The training loop end to end on generated videos with a tiny UniFormer (CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nightcrawler.config import get_cfg
+from nightcrawler.engine import train as train_module
+from nightcrawler.engine.checkpointer import best_checkpoint_path, latest_checkpoint_path
+from nightcrawler.engine.optim import LrSchedule
+from tests.engine.train_helpers import model_state, read_stats, run_training, synthetic_root, tiny_cfg
+
+OVERFIT_EPOCHS = 10
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return synthetic_root(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def overfit_run(data_root, tmp_path_factory):
+    """Ten epochs on the 12 labelled videos, light augmentation, evaluation on val_dry and arid."""
+    out = tmp_path_factory.mktemp("overfit")
+    cfg = tiny_cfg(
+        data_root,
+        out,
+        *("SOLVER.MAX_EPOCH", OVERFIT_EPOCHS, "SOLVER.BASE_LR", 5e-3, "DATA.RANDOM_FLIP", False),
+        *("DATA.TRAIN_JITTER_SCALES", [32, 32], "TENSORBOARD.ENABLE", True, "LOG_PERIOD", 2),
+        *("TRAIN.SAVE_LATEST", False, "TRAIN.CHECKPOINT_PERIOD", 4),
+    )
+    model = run_training(cfg)
+    return cfg, out, model
+
+
+def test_tiny_model_overfits_the_labelled_set(overfit_run):
+    _, out, _ = overfit_run
+    epochs = read_stats(out, "train_epoch")
+    assert len(epochs) == OVERFIT_EPOCHS
+    first, last = epochs[0]["loss"], (epochs[-1]["loss"] + epochs[-2]["loss"]) / 2
+    assert last < 0.75 * first, (first, last)
+    val_dry = [r for r in read_stats(out, "val_epoch") if r["split"] == "val_dry"]
+    # val_dry's 6 videos are part of the labelled training list: the model must have learnt them
+    assert [r["top1_err"] for r in val_dry[-3:]] == [0.0, 0.0, 0.0]
+    assert val_dry[-1]["min_top1_err"] == 0.0 and val_dry[-1]["num_videos"] == 6
+
+
+def test_learning_rate_of_every_logged_iteration_follows_the_schedule(overfit_run):
+    cfg, out, _ = overfit_run
+    schedule = LrSchedule.from_cfg(cfg)
+    rows = read_stats(out, "train_iter")
+    assert rows
+    for row in rows:
+        epoch = int(row["epoch"].split("/")[0]) - 1
+        it, n = (int(v) for v in row["iter"].split("/"))
+        assert n == 3  # 12 videos / 4 per batch
+        assert row["lr"] == pytest.approx(schedule.lr_at(epoch + (it - 1) / n), rel=1e-5, abs=1e-9)
+    # spot values: warm-up start, end of warm-up, the last iteration
+    by_pos = {(r["epoch"], r["iter"]): r["lr"] for r in rows}
+    assert by_pos[("1/10", "2/3")] == pytest.approx(1e-4 + (5e-3 - 1e-4) / 3, rel=1e-5)
+    last = 1e-4 + (5e-3 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (9 + 2 / 3 - 1) / 9))
+    assert by_pos[("10/10", "3/3")] == pytest.approx(last, rel=1e-5)
+
+
+def test_outputs_a_researcher_sees(overfit_run):
+    cfg, out, model = overfit_run
+    vals = read_stats(out, "val_epoch")
+    assert [r["split"] for r in vals[:2]] == ["val_dry", "arid"] and len(vals) == 2 * OVERFIT_EPOCHS
+    # periodic checkpoints (every 4 epochs and the last), best.pyth = best arid epoch
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["checkpoint_epoch_00004.pyth", "checkpoint_epoch_00008.pyth", "checkpoint_epoch_00010.pyth"]
+    best = torch.load(best_checkpoint_path(out), weights_only=True)
+    arid = [r["top1_err"] for r in vals if r["split"] == "arid"]
+    best_epoch = max(i for i, e in enumerate(arid) if e == min(arid)) + 1  # ties: the later epoch (<=)
+    assert best["epoch"] == best_epoch - 1 and best["best_metric"]["top1_err"] == pytest.approx(min(arid), abs=1e-4)
+    last = torch.load(out / "checkpoints" / "checkpoint_epoch_00010.pyth", weights_only=True)
+    assert all(torch.equal(last["model_state"][k], v) for k, v in model.state_dict().items())
+    # plots, TensorBoard events, progress lines
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert "confusion_arid_epoch00010.png" in plots and len(plots) == 2 * OVERFIT_EPOCHS
+    assert (out / "plots" / plots[0]).read_bytes()[:4] == b"\x89PNG"
+    assert list((out / f"runs-{cfg.TRAIN.DATASET}").glob("events.out.tfevents.*"))
+    log = (out / "stdout.log").read_text()
+    assert "epoch 10/10 | iter 2/3 | loss" in log and "| eta " in log and "| mem " in log
+    assert "final model fingerprint" in log
+    epoch_stats = read_stats(out, "train_epoch")[-1]
+    assert epoch_stats["failed_videos"] == 0 and {"loss", "top1_err", "top5_err", "lr", "dt"} <= set(epoch_stats)
+
+
+def _resume_cfg(data_root, out):
+    return tiny_cfg(
+        data_root,
+        out,
+        *("AUG.ENABLE", True, "AUG.NUM_SAMPLE", 2, "MIXUP.ENABLE", True, "UNIFORMER.DROP_DEPTH_RATE", 0.1),
+        *("BN.USE_PRECISE_STATS", True, "SOLVER.MAX_EPOCH", 3, "TRAIN.SAVE_LATEST", True),
+    )
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(data_root, tmp_path, monkeypatch):
+    """Augmentation, Mixup/CutMix, stochastic depth and BN adaptation all draw random numbers: the resume
+    must restore every random state (DATA_LOADER.NUM_WORKERS 0)."""
+    whole = tmp_path / "whole"
+    run_training(_resume_cfg(data_root, whole), seed=0)
+
+    crashed = tmp_path / "crashed"
+    real_epoch = train_module.train_one_epoch
+
+    def crash_in_epoch_3(run, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return real_epoch(run, epoch)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_resume_cfg(data_root, crashed), seed=0)
+    assert torch.load(latest_checkpoint_path(crashed), weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+    run_training(_resume_cfg(data_root, crashed), seed=12345)  # another seed: the checkpoint's states rule
+
+    a, b = model_state(latest_checkpoint_path(whole)), model_state(latest_checkpoint_path(crashed))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log = (crashed / "stdout.log").read_text()
+    assert "auto-resume from" in log and "starting at epoch 3" in log
+    # the best metric survived the resume: best.pyth is the better of the epochs, not the last one evaluated
+    best = torch.load(best_checkpoint_path(crashed), weights_only=True)["best_metric"]
+    whole_best = torch.load(best_checkpoint_path(whole), weights_only=True)["best_metric"]
+    assert best == whole_best
+
+
+def test_nan_loss_stops_with_epoch_and_iteration(data_root, tmp_path, monkeypatch):
+    cfg = tiny_cfg(data_root, tmp_path, "SOLVER.MAX_EPOCH", 1, "TRAIN.EVAL_SPLITS", [])
+    real = train_module.soft_target_cross_entropy
+    calls = {"n": 0}
+
+    def nan_on_second_call(logits, targets, reduction="mean"):
+        calls["n"] += 1
+        out = real(logits, targets, reduction)
+        return out * float("nan") if calls["n"] == 2 else out
+
+    monkeypatch.setattr(train_module, "soft_target_cross_entropy", nan_on_second_call)
+    with pytest.raises(FloatingPointError, match=r"epoch 1, iteration 2 \(labelled batch\)"):
+        run_training(cfg)
+
+
+def test_iterations_per_epoch_rules():
+    c = get_cfg()
+    assert train_module.iterations_per_epoch(c, 92, 150) == (92, 92)
+    assert train_module.iterations_per_epoch(c, 92, 40) == (40, 92)  # zip stops early; LR counts the labelled
+    c.TRAIN.MAX_ITERS_PER_EPOCH = 10
+    assert train_module.iterations_per_epoch(c, 92, None) == (10, 10)
