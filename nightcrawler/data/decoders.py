@@ -270,7 +270,8 @@ class VideoReader:
         missing = [i for i in wanted if i not in decoded]
         if missing:
             raise VideoDecodeError(
-                self.path, f"frames {missing[:5]} did not decode (the demuxer counts {self.num_frames} frames)"
+                self.path,
+                f"frames {missing[:5]} did not decode (the demuxer counts {self.num_frames} frames)",
             )
         return torch.from_numpy(np.stack([decoded[i] for i in idx]))
 
@@ -280,7 +281,9 @@ class VideoReader:
         idx = [int(i) for i in indices]
         bad = [i for i in idx if not 0 <= i < self.num_frames]
         if bad:
-            raise IndexError(f"frame indices {bad[:5]} out of range [0, {self.num_frames}) for video '{self.path}'")
+            raise IndexError(
+                f"frame indices {bad[:5]} out of range [0, {self.num_frames}) for video '{self.path}'"
+            )
         return idx
 
     def _decode(self, wanted: Sequence[int]) -> dict[int, np.ndarray]:
@@ -349,7 +352,9 @@ class DecordReader(VideoReader):
         try:
             import decord
         except ImportError as exc:
-            raise BackendUnavailableError(f"decord backend selected but not importable ({exc}); pip install decord") from exc
+            raise BackendUnavailableError(
+                f"decord backend selected but not importable ({exc}); pip install decord"
+            ) from exc
         self._decord = decord
         self._vr = self._open()
         self.num_frames = min(len(self._vr), probe.num_frames)
@@ -441,7 +446,9 @@ def open_video(path: str | os.PathLike, backend: str = "auto", threads: int = 1)
         _import_torchcodec()
         if not probe.timestamp_container:
             logger.warning(
-                "torchcodec misreads %s containers; decoding %s with PyAV instead", probe.container, probe.path
+                "torchcodec misreads %s containers; decoding %s with PyAV instead",
+                probe.container,
+                probe.path,
             )
             return PyAVReader(probe, threads)
         return TorchCodecReader(probe, threads)

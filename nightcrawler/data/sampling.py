@@ -28,7 +28,9 @@ class _RandomLike(Protocol):
 
 def _check(num_video_frames: int, num_frames: int, view: int | None, num_views: int) -> None:
     if num_video_frames < 1:
-        raise ValueError(f"a video needs at least 1 frame to sample from, got num_video_frames={num_video_frames}")
+        raise ValueError(
+            f"a video needs at least 1 frame to sample from, got num_video_frames={num_video_frames}"
+        )
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if num_views < 1:

@@ -19,6 +19,7 @@ and its position in the set, whatever the number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -401,8 +402,25 @@ class LowLight:
 _CHUNK = 8  # frames rendered at a time (keeps buffers small; the output does not depend on it)
 
 
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Runs the block on one intra-op thread: float results then do not depend on the machine's thread count
+    (reductions and vectorised-loop boundaries follow it), so the same seed gives the same bytes everywhere."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def render_video(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
-    """The uint8 RGB frames (n, H, W, 3) of one job."""
+    """The uint8 RGB frames (n, H, W, 3) of one job (bit-identical for the same job on any machine setup)."""
+    with _one_torch_thread():
+        return _render(job, spec)
+
+
+def _render(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
     rng = np.random.default_rng(list(job.seed))
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     n, W, H = job.num_frames, spec.width, spec.height
@@ -518,9 +536,7 @@ def make_synthetic_dataset(
     footage = () if spec.procedural else load_footage(spec.width, spec.height)  # loaded once, before forking
     done = 0
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(
-            workers, initializer=torch.set_num_threads, initargs=(1,)
-        ) as pool:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
             for _ in pool.imap_unordered(_render_and_write, tasks, chunksize=2):
                 done += 1
                 if progress:

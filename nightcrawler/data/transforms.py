@@ -58,7 +58,9 @@ def gamma_lut(gamma: float | None) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def _normalize_lut(gamma: float | None, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     x = _gamma_lut(gamma).float().view(256, 1) / 255.0  # same float32 steps as the original's normalisation
-    return ((x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)).contiguous()
+    return (
+        (x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
+    ).contiguous()
 
 
 def _channels(values: Sequence[float], name: str) -> tuple[float, float, float]:
@@ -80,12 +82,23 @@ def gamma_normalize_lut(
     ``(gamma_lut(gamma)[v] / 255 - mean) / std`` in float32, exactly as the original computes it per pixel.
     """
     _check_gamma(gamma)
-    return _normalize_lut(None if gamma is None else float(gamma), _channels(mean, "mean"), _channels(std, "std"))
+    return _normalize_lut(
+        None if gamma is None else float(gamma), _channels(mean, "mean"), _channels(std, "std")
+    )
 
 
 def _check_frames(frames: torch.Tensor) -> None:
-    if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        desc = f"{frames.dtype} {tuple(frames.shape)}" if isinstance(frames, torch.Tensor) else type(frames).__name__
+    if (
+        not isinstance(frames, torch.Tensor)
+        or frames.dtype != torch.uint8
+        or frames.ndim != 4
+        or frames.shape[-1] != 3
+    ):
+        desc = (
+            f"{frames.dtype} {tuple(frames.shape)}"
+            if isinstance(frames, torch.Tensor)
+            else type(frames).__name__
+        )
         raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {desc}")
 
 
@@ -169,7 +182,10 @@ def crop_boxes(height: int, width: int, crop_size: int, num_crops: int) -> list[
 def spatial_crops(clip: torch.Tensor, crop_size: int, num_crops: int) -> torch.Tensor:
     """Crops a ``(T, C, H, W)`` clip into ``(num_crops, C, T, crop, crop)`` (a new contiguous tensor)."""
     height, width = clip.shape[-2:]
-    views = [clip[:, :, y : y + h, x : x + w].transpose(0, 1) for y, x, h, w in crop_boxes(height, width, crop_size, num_crops)]
+    views = [
+        clip[:, :, y : y + h, x : x + w].transpose(0, 1)
+        for y, x, h, w in crop_boxes(height, width, crop_size, num_crops)
+    ]
     return torch.stack(views)
 
 
@@ -306,7 +322,9 @@ class TrainTransform:
         if self.scale:
             y, x, h, w = random_resized_crop_box(height, width, self.scale, self.ratio, rng)
             clip = lookup(frames[:, y : y + h, x : x + w], self.lut).permute(0, 3, 1, 2)
-            clip = F.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+            clip = F.interpolate(
+                clip, size=(size, size), mode="bilinear", align_corners=False, antialias=False
+            )
         else:
             short = int(round(rng.uniform(*self.jitter_scales)))
             clip = resize_short_side(lookup(frames, self.lut).permute(0, 3, 1, 2), short)

@@ -67,7 +67,7 @@ class SplitScores:
     names: list[str]  # (N,) CSV relative paths
     labels: np.ndarray  # (N,) int64, -1 when unknown
     clip_outputs: torch.Tensor  # (N, K, classes) float32: the pass's forwarded clip columns, ascending
-    skipped: list[str]  # CSV paths of videos that could not be decoded (TEST.SKIP_BAD_VIDEOS)
+    skipped: list[str]  # CSV paths of videos that could not be decoded (TEST.SKIP_BAD_VIDEOS), CSV order
     dataset_size: int
 
 
@@ -239,7 +239,7 @@ def run_pass(model: nn.Module, cfg: CfgNode, plan: DecodePass, open_fn=None) -> 
     dataset_size = len(loader.dataset)
     logger.info(
         "%s (%d videos): decoding %s for %s; %d video(s) per batch, %d of %d clip(s) per video forwarded, "
-        "%d per forward",
+        "at most %d of one video per forward",
         cfg.TEST.DATA_SELECT,
         dataset_size,
         plan.label(),
@@ -253,14 +253,14 @@ def run_pass(model: nn.Module, cfg: CfgNode, plan: DecodePass, open_fn=None) -> 
     names: list[str] = []
     labels: list[int] = []
     outputs: list[torch.Tensor] = []
-    skipped: list[str] = []
+    skipped: list[tuple[int, str]] = []
     start = time.perf_counter()
     with _progress(len(loader.sampler), f"{cfg.TEST.DATA_SELECT} {plan.label()}") as bar:
         for batch in loader:
             batch_names = list(batch["names"])
             bad = bad_mask(batch)
             keep = ~bad
-            skipped += [n for n, b in zip(batch_names, bad) if b]
+            skipped += [(int(i), n) for i, n, b in zip(batch["index"], batch_names, bad) if b]
             if keep.any():
                 inputs = batch["inputs"][torch.from_numpy(keep)] if bad.any() else batch["inputs"]
                 if inputs.shape[1] != per_video:
@@ -295,7 +295,7 @@ def merge_gathered(gathered: Sequence[tuple], dataset_size: int, split: str) -> 
     """One row per dataset position in CSV order from every process's ``(indices, names, labels, outputs,
     skipped)``; a position seen twice keeps its first row, a position nobody tested is an error."""
     rows: dict[int, tuple[str, int, np.ndarray]] = {}
-    skipped: set[str] = set()
+    skipped: dict[int, str] = {}
     for idx, names, labels, outs, bad in gathered:
         for j, (i, name, label) in enumerate(zip(idx, names, labels)):
             rows.setdefault(i, (name, label, outs[j]))
@@ -311,7 +311,7 @@ def merge_gathered(gathered: Sequence[tuple], dataset_size: int, split: str) -> 
         names=[rows[i][0] for i in order],
         labels=np.asarray([rows[i][1] for i in order], dtype=np.int64),
         clip_outputs=torch.from_numpy(np.stack([rows[i][2] for i in order]).astype(np.float32, copy=False)),
-        skipped=sorted(skipped),
+        skipped=[skipped[i] for i in sorted(skipped)],
         dataset_size=dataset_size,
     )
 

@@ -28,9 +28,15 @@ def test_comma_rows_with_unknown_labels(tmp_path):
 
 def test_space_separator_and_fallback_between_separators(tmp_path):
     spaced = _write(tmp_path, "a.mp4 3\nb.mp4   4\n", "spaced.csv")
-    assert parse_video_list(spaced, num_classes=11, separator=" ") == [VideoRow("a.mp4", 3), VideoRow("b.mp4", 4)]
+    assert parse_video_list(spaced, num_classes=11, separator=" ") == [
+        VideoRow("a.mp4", 3),
+        VideoRow("b.mp4", 4),
+    ]
     # the original's default separator is a space but every shipped list uses commas: both configs read both
-    assert parse_video_list(spaced, num_classes=11, separator=",") == [VideoRow("a.mp4", 3), VideoRow("b.mp4", 4)]
+    assert parse_video_list(spaced, num_classes=11, separator=",") == [
+        VideoRow("a.mp4", 3),
+        VideoRow("b.mp4", 4),
+    ]
     comma = _write(tmp_path, "a.mp4,3\n", "comma.csv")
     assert parse_video_list(comma, num_classes=11, separator=" ") == [VideoRow("a.mp4", 3)]
 

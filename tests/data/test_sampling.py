@@ -34,7 +34,13 @@ def test_dense_test_views_match_golden(golden_dir):
     cases = load_cases(golden_dir, "dense_test.json")
     assert any(c["float64_linspace_differs"] for c in cases)  # the float32 linspace case is covered
     for c in cases:
-        args = (c["video_length"], c["num_frames"], c["sampling_rate"], c["view_index"], c["num_ensemble_views"])
+        args = (
+            c["video_length"],
+            c["num_frames"],
+            c["sampling_rate"],
+            c["view_index"],
+            c["num_ensemble_views"],
+        )
         assert dense_indices(*args, use_offset=c["use_offset"]) == c["indices"], c
         start = dense_start(c["video_length"], c["clip_size"], *args[3:], use_offset=c["use_offset"])
         assert start == c["start_idx"]
@@ -43,15 +49,20 @@ def test_dense_test_views_match_golden(golden_dir):
 def test_dense_training_draws_match_golden(golden_dir):
     for c in load_cases(golden_dir, "dense_train.json"):
         rng = random.Random(c["seed"])
-        got = dense_indices(c["video_length"], c["num_frames"], c["sampling_rate"], use_offset=c["use_offset"], rng=rng)
+        got = dense_indices(
+            c["video_length"], c["num_frames"], c["sampling_rate"], use_offset=c["use_offset"], rng=rng
+        )
         assert got == c["indices"], c
-        assert dense_start(c["video_length"], c["clip_size"], rng=random.Random(c["seed"])) == c["drawn_start"]
+        assert (
+            dense_start(c["video_length"], c["clip_size"], rng=random.Random(c["seed"])) == c["drawn_start"]
+        )
 
 
 def steps(start, stop, step=1):
     return list(range(start, stop + 1, step))
 
 
+# fmt: off
 SPARSE_TABLE = [  # spec §2.4, T = 32: (L, V, t, indices)
     (1, 3, 2, [0] * 32),
     (10, 1, 0, [0, 0, 1, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 8, 8, 8, 8, 9]),
@@ -65,6 +76,7 @@ SPARSE_TABLE = [  # spec §2.4, T = 32: (L, V, t, indices)
     (300, 1, 0, [4, 13, 23, 32, 41, 51, 60, 69, 79, 88, 97, 107, 116, 125, 135, 144, 154, 163, 172, 182, 191, 200, 210, 219, 228, 238, 247, 256, 266, 275, 284, 294]),
     (300, 3, 2, [7, 16, 26, 35, 44, 54, 63, 72, 82, 91, 100, 110, 119, 128, 138, 147, 157, 166, 175, 185, 194, 203, 213, 222, 231, 241, 250, 259, 269, 278, 287, 297]),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize("length,views,view,expected", SPARSE_TABLE)

@@ -80,7 +80,9 @@ def test_layout_and_lists(built):
     assert [r.path for r in hidden] == [r.path for r in lists["test.csv"]]
     assert sorted(r.label for r in hidden) == [0, 0, 1, 1, 2, 2]
     dark_hidden = parse_video_list(out / "hidden/dark_unlabel_labels.csv", num_classes=3, require_label=True)
-    total_hidden = parse_video_list(out / "hidden/total_unlabel_labels.csv", num_classes=3, require_label=True)
+    total_hidden = parse_video_list(
+        out / "hidden/total_unlabel_labels.csv", num_classes=3, require_label=True
+    )
     assert total_hidden == dark_hidden + arid
     manifest = json.loads((out / "synthetic.json").read_text())
     assert manifest["spec"]["seed"] == 7 and manifest["class_names"] == ["Drink", "Jump", "Pick"]
@@ -174,7 +176,18 @@ def test_cli_refuses_a_non_empty_folder(tmp_path, capsys):
     assert tool.main(["--out", str(tmp_path), "--num-classes", "1", "--videos-per-class", "1"]) == 2
     assert "not empty" in capsys.readouterr().err
     out = tmp_path / "new"
-    argv = ["--out", str(out), "--num-classes", "2", "--videos-per-class", "1", "--frames", "8", "--workers", "1"]
+    argv = [
+        "--out",
+        str(out),
+        "--num-classes",
+        "2",
+        "--videos-per-class",
+        "1",
+        "--frames",
+        "8",
+        "--workers",
+        "1",
+    ]
     assert tool.main(argv) == 0
     assert len(parse_video_list(out / "total_unlabel.csv", num_classes=2)) == 4
     assert "synthetic set written" in capsys.readouterr().out

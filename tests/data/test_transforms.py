@@ -62,7 +62,20 @@ def original_test_clips(frames, crop, num_crops, gamma):
 def test_gamma_lut_is_torchvision_adjust_gamma(golden_dir):
     golden = json.loads((golden_dir / "gamma" / "gamma_lut.json").read_text())
     assert gamma_lut(0.25).tolist() == golden["cases"][0]["lut"]
-    spec = {0: 0, 1: 64, 2: 76, 5: 95, 10: 113, 20: 135, 50: 170, 100: 202, 128: 215, 200: 240, 254: 255, 255: 255}
+    spec = {
+        0: 0,
+        1: 64,
+        2: 76,
+        5: 95,
+        10: 113,
+        20: 135,
+        50: 170,
+        100: 202,
+        128: 215,
+        200: 240,
+        254: 255,
+        255: 255,
+    }
     assert {v: int(gamma_lut(0.25)[v]) for v in spec} == spec
     values = torch.arange(256, dtype=torch.uint8).view(1, 1, 256)
     for gamma in (0.45, 2.5, 1.0):
@@ -219,12 +232,16 @@ def test_train_transform_is_clip_consistent_without_erasing():
 
 def test_train_transform_without_random_ops_is_crop_resize_normalise():
     frames = random_frames(3, 60, 80, seed=4)
-    transform = TrainTransform(32, rand_augment=None, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), flip_prob=0.0, re_prob=0.0)
+    transform = TrainTransform(
+        32, rand_augment=None, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), flip_prob=0.0, re_prob=0.0
+    )
     got = transform(frames, random.Random(0))
     x = ((frames.float() / 255.0 - 0.45) / 0.225).permute(3, 0, 1, 2).contiguous()
     want = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
-    flipped = TrainTransform(32, rand_augment=None, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), flip_prob=1.0, re_prob=0.0)
+    flipped = TrainTransform(
+        32, rand_augment=None, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), flip_prob=1.0, re_prob=0.0
+    )
     torch.testing.assert_close(flipped(frames, random.Random(0)), want.flip(-1), rtol=0, atol=1e-5)
 
 
@@ -241,7 +258,8 @@ def test_random_erasing_cuts_the_same_box_through_all_frames():
     box = torch.zeros_like(mask)
     box[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
     assert torch.equal(mask, box)  # one rectangle ...
-    assert all(torch.equal(changed[c, t], mask) for c in range(3) for t in range(4))  # ... through every frame
+    # ... through every frame and channel
+    assert all(torch.equal(changed[c, t], mask) for c in range(3) for t in range(4))
     noise = erased[:, :, ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     assert not torch.equal(noise[:, 0], noise[:, 1])  # filled with fresh N(0, 1) values per frame
     assert abs(float(noise.mean())) < 0.3 and 0.7 < float(noise.std()) < 1.3
@@ -269,8 +287,9 @@ def test_random_resized_crop_box_formula_and_fallback():
         w,
     )
     # areas larger than the image never fit: centred fallback with the aspect clamped to the range
-    assert random_resized_crop_box(100, 300, (2.0, 3.0), (0.75, 1.3333), random.Random(1)) == (0, 83, 100, 133)
-    assert random_resized_crop_box(300, 100, (2.0, 3.0), (0.75, 1.3333), random.Random(1)) == (83, 0, 133, 100)
+    wide = random_resized_crop_box(100, 300, (2.0, 3.0), (0.75, 1.3333), random.Random(1))
+    tall = random_resized_crop_box(300, 100, (2.0, 3.0), (0.75, 1.3333), random.Random(1))
+    assert wide == (0, 83, 100, 133) and tall == (83, 0, 133, 100)
 
 
 def test_short_side_jitter_path_and_bad_configs():

@@ -129,7 +129,9 @@ def test_test_items_match_the_original_dataset_clip_by_clip(tmp_path):
             for clip in clips:
                 w = clip["clip_index"] % per_video
                 got = item["inputs"][w, 0].mean(dim=(1, 2)).numpy()
-                np.testing.assert_allclose(got, clip["value_per_output_frame"], atol=5e-6)  # golden: 6 decimals
+                np.testing.assert_allclose(
+                    got, clip["value_per_output_frame"], atol=5e-6
+                )  # golden: 6 decimals
 
 
 def _write_real_video(path, frames=40, seed=3, dark=False):
@@ -145,7 +147,15 @@ def test_one_decode_equals_decoding_every_clip_separately(tmp_path):
     csv = tmp_path / "l.csv"
     csv.write_text("a.mp4,2\n")
     ds = UG2Dataset(
-        "arid", csv, [str(folder)], num_classes=11, num_frames=8, num_views=3, num_crops=3, crop_size=32, gamma=0.25
+        "arid",
+        csv,
+        [str(folder)],
+        num_classes=11,
+        num_frames=8,
+        num_views=3,
+        num_crops=3,
+        crop_size=32,
+        gamma=0.25,
     )
     item = ds[0]
     assert item["inputs"].shape == (9, 3, 8, 32, 32) and item["name"] == "a.mp4" and item["label"] == 2
@@ -240,7 +250,9 @@ def test_pseudo_items_carry_csv_scores(tmp_path):
 
 def test_undecodable_test_video_raises_naming_it(tmp_path):
     csv, roots = make_list(tmp_path, [("0.mp4", -1), ("1.mp4", -1)])
-    ds = UG2Dataset("test", csv, roots, num_classes=11, num_frames=4, crop_size=16, open_fn=fake_open({"0.mp4": (9,)}))
+    ds = UG2Dataset(
+        "test", csv, roots, num_classes=11, num_frames=4, crop_size=16, open_fn=fake_open({"0.mp4": (9,)})
+    )
     assert ds[0]["ok"]
     with pytest.raises(VideoDecodeError, match="1.mp4"):
         ds[1]
@@ -356,7 +368,9 @@ def test_rows_resolve_against_the_other_roots_of_their_split(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"Test.*1\.mp4"):
         build_dataset(cfg, "test")
     cfg.DATA.ROOT_FALLBACK = False
-    assert build_dataset(cfg, "train_label").paths[2] == str(tmp_path / "labeled_train/Train/Drink_dry_001.avi")
+    assert build_dataset(cfg, "train_label").paths[2] == str(
+        tmp_path / "labeled_train/Train/Drink_dry_001.avi"
+    )
 
 
 def test_missing_list_and_pseudo_list_errors(tmp_path):

@@ -27,7 +27,10 @@ class _Net(nn.Module):
 def _dark_batches(n: int, seed: int = 0) -> list[dict]:
     """Normalised "dark" clips: far below the normal-light mean, with a small spread."""
     g = torch.Generator().manual_seed(seed)
-    return [{"inputs": -1.6 + 0.2 * torch.randn(4, 3, 2, 3, 3, generator=g), "labels": torch.zeros(4)} for _ in range(n)]
+    return [
+        {"inputs": -1.6 + 0.2 * torch.randn(4, 3, 2, 3, 3, generator=g), "labels": torch.zeros(4)}
+        for _ in range(n)
+    ]
 
 
 def _population_stats(net: _Net, batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,3 +77,54 @@ def test_models_without_batchnorm_are_left_alone(caplog):
 def test_an_empty_loader_is_a_clear_error():
     with pytest.raises(ValueError, match="at least one full batch"):
         adapt_bn_statistics(_Net(), [], num_batches=5)
+
+
+def test_tiny_uniformer_adapts_to_generated_dark_videos(tmp_path_factory, tmp_path):
+    """Real builders: statistics first estimated on normal-light clips move to exactly the statistics of the
+    dark clips (``train_unlabel``), and nothing but BatchNorm running statistics changes."""
+    from nightcrawler.data import build_loader
+    from nightcrawler.models import build_model
+    from nightcrawler.utils.seeding import seed_everything
+    from tests.engine.train_helpers import synthetic_root, tiny_cfg
+
+    cfg = tiny_cfg(synthetic_root(tmp_path_factory), tmp_path, "AUG.NUM_SAMPLE", 2)
+    seed_everything(0)
+    model = build_model(cfg)
+    layers = bn_layers(model)
+    assert len(layers) >= 4
+    first = layers[0]
+    bright, dark = build_loader(cfg, "train_label"), build_loader(cfg, "train_unlabel")
+    assert adapt_bn_statistics(model, bright, num_batches=2) == 2
+    bright_mean, bright_var = first.running_mean.clone(), first.running_var.clone()
+    state = copy.deepcopy(model.state_dict())
+
+    # the population statistics of the first BN layer's input over the next two dark batches
+    feats = []
+    hook = first.register_forward_pre_hook(
+        lambda m, inp: feats.append(inp[0].detach().transpose(0, 1).flatten(1))
+    )
+    seed_everything(1)
+    model.train()
+    with torch.no_grad():
+        for _, batch in zip(range(2), dark):
+            model(batch["inputs"])
+    hook.remove()
+    f = torch.cat(feats, dim=1)
+    dark_mean, dark_var = f.mean(1), f.var(1, unbiased=False)
+    model.load_state_dict(state)
+
+    seed_everything(1)  # the same two batches
+    assert adapt_bn_statistics(model, dark, num_batches=2) == 2
+    torch.testing.assert_close(first.running_mean, dark_mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(first.running_var, dark_var, rtol=1e-3, atol=1e-5)
+    gap = (bright_mean - dark_mean).abs().mean()
+    assert gap > 0.1 * dark_var.sqrt().mean()  # the dark clips really differ from the bright ones
+    assert (first.running_mean - dark_mean).abs().mean() < 0.01 * gap
+    assert not torch.allclose(first.running_var, bright_var)
+
+    after = model.state_dict()
+    changed = {k for k in state if not torch.equal(state[k], after[k])}
+    bn_names = {n for n, m in model.named_modules() if m in layers}
+    allowed = {f"{n}.{b}" for n in bn_names for b in ("running_mean", "running_var", "num_batches_tracked")}
+    assert changed and changed <= allowed
+    assert all(not k.endswith((".weight", ".bias")) for k in changed)

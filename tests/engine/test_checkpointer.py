@@ -52,11 +52,20 @@ def test_layout_is_the_originals_and_loads_weights_only(tmp_path):
     cfg = _cfg(tmp_path)
     best = {"split": "arid", "top1_err": 12.5, "top5_err": 1.0, "epoch": 3}
     path = ck.save_checkpoint(
-        ck.epoch_checkpoint_path(tmp_path, 2), net, opt, scaler, 2, cfg, best_metric=best, rng_states=[ck.rng_state()]
+        ck.epoch_checkpoint_path(tmp_path, 2),
+        net,
+        opt,
+        scaler,
+        2,
+        cfg,
+        best_metric=best,
+        rng_states=[ck.rng_state()],
     )
     assert path == tmp_path / "checkpoints" / "checkpoint_epoch_00003.pyth"
     state = torch.load(path, map_location="cpu", weights_only=True)
-    assert {"epoch", "model_state", "optimizer_state", "scaler", "cfg", "best_metric", "rng_states"} <= set(state)
+    assert {"epoch", "model_state", "optimizer_state", "scaler", "cfg", "best_metric", "rng_states"} <= set(
+        state
+    )
     assert state["epoch"] == 2 and state["best_metric"] == best
     assert yaml.safe_load(state["cfg"])["OUTPUT_DIR"] == str(tmp_path)
     assert set(state["model_state"]) == set(net.state_dict())
@@ -131,7 +140,9 @@ def test_auto_resume_restores_everything(tmp_path):
     np.random.seed(5)
     states = [ck.rng_state()]
     expected_np = np.random.rand()
-    ck.save_checkpoint(ck.latest_checkpoint_path(tmp_path), net, opt, scaler, 4, cfg, best_metric=best, rng_states=states)
+    ck.save_checkpoint(
+        ck.latest_checkpoint_path(tmp_path), net, opt, scaler, 4, cfg, best_metric=best, rng_states=states
+    )
 
     fresh, fresh_opt, fresh_scaler = _trained(seed=7)
     np.random.seed(0)
@@ -149,12 +160,17 @@ def test_checkpoint_file_path_with_and_without_epoch_reset(tmp_path):
     src = tmp_path / "stage1" / "best.pyth"
     ck.save_checkpoint(src, net, opt, scaler, 7, _cfg(tmp_path / "stage1"))
 
-    cfg = _cfg(tmp_path / "stage2", AUTO_RESUME=True, CHECKPOINT_FILE_PATH=str(src), CHECKPOINT_EPOCH_RESET=True)
+    cfg = _cfg(
+        tmp_path / "stage2", AUTO_RESUME=True, CHECKPOINT_FILE_PATH=str(src), CHECKPOINT_EPOCH_RESET=True
+    )
     fresh, fresh_opt, fresh_scaler = _trained(seed=3)
     start = ck.resolve_start(cfg, fresh, fresh_opt, fresh_scaler)
     assert (start.kind, start.epoch) == ("weights", 0)
     assert torch.equal(fresh.conv.weight, net.conv.weight)
-    assert fresh_opt.state_dict()["state"][0]["exp_avg"].abs().sum() != opt.state_dict()["state"][0]["exp_avg"].abs().sum()
+    assert (
+        fresh_opt.state_dict()["state"][0]["exp_avg"].abs().sum()
+        != opt.state_dict()["state"][0]["exp_avg"].abs().sum()
+    )
 
     cfg.TRAIN.CHECKPOINT_EPOCH_RESET = False
     fresh, fresh_opt, fresh_scaler = _trained(seed=3)
@@ -168,6 +184,8 @@ def test_scratch_and_mismatching_checkpoints(tmp_path):
     cfg = _cfg(tmp_path, AUTO_RESUME=True)
     assert ck.resolve_start(cfg, net, opt, scaler).kind == "scratch"
     other = _Net(classes=5)
-    ck.save_checkpoint(ck.latest_checkpoint_path(tmp_path), other, torch.optim.AdamW(other.parameters()), scaler, 0, cfg)
+    ck.save_checkpoint(
+        ck.latest_checkpoint_path(tmp_path), other, torch.optim.AdamW(other.parameters()), scaler, 0, cfg
+    )
     with pytest.raises(CheckpointError, match="do not match"):
         ck.resolve_start(cfg, net, opt, scaler)

@@ -25,8 +25,12 @@ def test_soft_cross_entropy_matches_the_formula():
     expected0 = -(0.7 * (2 - lse0) + 0.2 * (0 - lse0) + 0.1 * (-1 - lse0))
     expected1 = -(0.25 * (0.5 - lse1) + 0.75 * (3 - lse1))
     assert per.tolist() == pytest.approx([expected0, expected1], rel=1e-6)
-    assert soft_target_cross_entropy(logits, targets).item() == pytest.approx((expected0 + expected1) / 2, rel=1e-6)
-    assert soft_target_cross_entropy(logits, targets, "sum").item() == pytest.approx(expected0 + expected1, rel=1e-6)
+    assert soft_target_cross_entropy(logits, targets).item() == pytest.approx(
+        (expected0 + expected1) / 2, rel=1e-6
+    )
+    assert soft_target_cross_entropy(logits, targets, "sum").item() == pytest.approx(
+        expected0 + expected1, rel=1e-6
+    )
 
 
 def test_hard_labels_and_one_hot_targets_give_the_ordinary_cross_entropy():

@@ -35,13 +35,17 @@ def test_cutmix_box_spans_height_and_width_on_every_frame(seed):
         box = pasted[0, 0]
         rows, cols = box.any(1).nonzero().flatten(), box.any(0).nonzero().flatten()
         if rows.numel():  # a rectangle in (H, W)
-            assert torch.equal(box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all(), torch.tensor(True))
+            assert torch.equal(
+                box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all(), torch.tensor(True)
+            )
             assert int(box.sum()) == rows.numel() * cols.numel()
         # lambda (from the targets) is the area left untouched
         lam_from_area = 1.0 - box.float().mean().item()
         kept = smooth_targets(torch.nn.functional.one_hot(torch.tensor(i), 5).float()[None], 0.1)[0]
         other = smooth_targets(torch.nn.functional.one_hot(torch.tensor(partner), 5).float()[None], 0.1)[0]
-        assert targets[i].tolist() == pytest.approx((lam_from_area * kept + (1 - lam_from_area) * other).tolist())
+        assert targets[i].tolist() == pytest.approx(
+            (lam_from_area * kept + (1 - lam_from_area) * other).tolist()
+        )
 
 
 def test_some_seed_cuts_a_box_that_is_neither_empty_nor_full():
@@ -112,4 +116,6 @@ def test_from_cfg():
     np.random.seed(0)
     _, targets = m(_clips(n=2), torch.tensor([0, 0]))
     # same class on both sides: on value 0.9 + 0.1/11, off value 0.1/11 (spec 6.1)
-    assert targets[0, 0].item() == pytest.approx(0.9 + 0.1 / 11) and targets[0, 1].item() == pytest.approx(0.1 / 11)
+    assert targets[0, 0].item() == pytest.approx(0.9 + 0.1 / 11) and targets[0, 1].item() == pytest.approx(
+        0.1 / 11
+    )

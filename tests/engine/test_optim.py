@@ -53,7 +53,11 @@ def test_num_shards_scale_all_three_rates():
     cfg = _spec_cfg(20)
     cfg.NUM_SHARDS = 2
     s = LrSchedule.from_cfg(cfg)
-    assert s.lr_at(0) == pytest.approx(2e-6) and s.lr_at(10) == pytest.approx(2e-4) and s.lr_at(20) == pytest.approx(2e-6)
+    assert (
+        s.lr_at(0) == pytest.approx(2e-6)
+        and s.lr_at(10) == pytest.approx(2e-4)
+        and s.lr_at(20) == pytest.approx(2e-6)
+    )
     cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
     assert LrSchedule.from_cfg(cfg).lr_at(10) == pytest.approx(1e-4)
 
@@ -76,7 +80,9 @@ def test_steps_with_relative_lrs():
     cfg.SOLVER.MAX_EPOCH = 10
     cfg.SOLVER.WARMUP_EPOCHS = 0.0
     s = LrSchedule.from_cfg(cfg)
-    assert [s.lr_at(e) for e in (0, 3.9, 4, 7.5, 8, 9.9)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert [s.lr_at(e) for e in (0, 3.9, 4, 7.5, 8, 9.9)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
 
 
 class _Toy(nn.Module):
@@ -100,13 +106,19 @@ def _names(model: nn.Module, group: dict) -> set[str]:
 
 def test_param_groups_split_bn_1d_and_the_rest():
     m = _Toy()
-    groups = {g["name"]: g for g in param_groups(m, 0.03, 0.0, zero_wd_1d=True, skip_names=m.no_weight_decay())}
+    groups = {
+        g["name"]: g for g in param_groups(m, 0.03, 0.0, zero_wd_1d=True, skip_names=m.no_weight_decay())
+    }
     assert _names(m, groups["bn"]) == {"bn.weight", "bn.bias"} and groups["bn"]["weight_decay"] == 0.0
     assert _names(m, groups["no_decay"]) == {"conv.bias", "norm.weight", "norm.bias", "fc.bias", "pos_embed"}
     assert groups["no_decay"]["weight_decay"] == 0.0
-    assert _names(m, groups["decay"]) == {"conv.weight", "fc.weight"} and groups["decay"]["weight_decay"] == 0.03
+    assert (
+        _names(m, groups["decay"]) == {"conv.weight", "fc.weight"} and groups["decay"]["weight_decay"] == 0.03
+    )
     # the frozen parameter is in no group
-    assert sum(len(g["params"]) for g in groups.values()) == len([p for p in m.parameters() if p.requires_grad])
+    assert sum(len(g["params"]) for g in groups.values()) == len(
+        [p for p in m.parameters() if p.requires_grad]
+    )
 
 
 def test_without_zero_wd_1d_only_bn_and_listed_names_are_exempt():
@@ -118,7 +130,9 @@ def test_without_zero_wd_1d_only_bn_and_listed_names_are_exempt():
 
 
 def _tiny(name: str, *opts):
-    return load_config(str(REPO_ROOT / "configs" / "models" / name), ["NUM_GPUS", 0, "MODEL.NUM_CLASSES", 3, *opts])
+    return load_config(
+        str(REPO_ROOT / "configs" / "models" / name), ["NUM_GPUS", 0, "MODEL.NUM_CLASSES", 3, *opts]
+    )
 
 
 def test_uniformer_optimizer_gives_every_1d_parameter_zero_decay():

@@ -31,15 +31,18 @@ FRAMES, CROP = 4, 32
 def data_root(tmp_path_factory) -> Path:
     """30 short 64x48 videos of 3 classes in the original layout (6 per source), plus a 5-row ARID list."""
     root = tmp_path_factory.mktemp("ug2")
-    make_synthetic_dataset(root, SyntheticSpec(seed=3, num_classes=NUM_CLASSES, videos_per_class=2, frames=20, width=64, height=48))
+    make_synthetic_dataset(
+        root,
+        SyntheticSpec(seed=3, num_classes=NUM_CLASSES, videos_per_class=2, frames=20, width=64, height=48),
+    )
     rows = (root / "arid.csv").read_text().splitlines()
     (root / "arid5.csv").write_text("\n".join(rows[:5]) + "\n")
     return root
 
 
-def make_cfg(data_root: Path, out: Path, *opts) -> object:
+def make_cfg(data_root: Path, out: Path, *opts, model: str = "uniformer") -> object:
     cfg = load_config(
-        str(REPO / "configs/models/uniformer_tiny.yaml"),
+        str(REPO / f"configs/models/{model}_tiny.yaml"),
         [
             "NUM_GPUS", 0,
             "OUTPUT_DIR", str(out),
@@ -96,7 +99,8 @@ def test_pkl_layout_names_and_order_on_the_unlabelled_dark_split(data_root, weig
     data = read_pkl(path)
     assert sorted(data) == ["video_labels", "video_names", "video_preds"]
     rows = csv_rows(data_root / "total_unlabel.csv")
-    assert len(rows) == 12 and rows[0][0] == "0.mp4" and rows[-1][0].startswith("Pick/")  # dark-train, then ARID
+    # dark-train videos first, then ARID
+    assert len(rows) == 12 and rows[0][0] == "0.mp4" and rows[-1][0].startswith("Pick/")
     assert data["video_names"] == [name for name, _ in rows]
     assert data["video_preds"].dtype == np.float32 and data["video_preds"].shape == (12, NUM_CLASSES)
     assert data["video_labels"].dtype == np.int64 and (data["video_labels"] == -1).all()
@@ -130,7 +134,9 @@ def test_3x3_one_decode_equals_nine_separate_clips_summed(data_root, weights, tm
             for clip in range(9):
                 view, crop = divmod(clip, 3)
                 with open_video(data_root / "ARID_v1.5/clips_v1.5" / name) as reader:
-                    frames = reader.frames_at(uniform_indices(reader.num_frames, FRAMES, view=view, num_views=3))
+                    frames = reader.frames_at(
+                        uniform_indices(reader.num_frames, FRAMES, view=view, num_views=3)
+                    )
                 x = test_views(frames, CROP, 3, gamma=0.25)[crop : crop + 1]
                 expected[v] += model(x)[0].numpy()
     np.testing.assert_allclose(data["video_preds"], expected, rtol=1e-5, atol=1e-5)
@@ -170,8 +176,10 @@ def test_several_tta_settings_from_one_pass_equal_separate_runs(data_root, weigh
     with caplog.at_level(logging.INFO, logger="nightcrawler.engine.test"):
         results = tester.test(cfg, open_fn=counting)
     assert "in 1 decoding pass(es)" in caplog.text
-    assert len(counting.opens) == 6 and set(counting.opens.values()) == {1}  # one decode per video, all settings
-    assert [r.setting.label() for r in results] == ["3x3@g0.25", "1x3@g0.25", "3x1@g0.25", "1x1@g0.25", "1x1@g0.45"]
+    # every video opened once for all settings
+    assert len(counting.opens) == 6 and set(counting.opens.values()) == {1}
+    labels = ["3x3@g0.25", "1x3@g0.25", "3x1@g0.25", "1x1@g0.25", "1x1@g0.45"]
+    assert [r.setting.label() for r in results] == labels
     names = [r.pkl_path.name for r in results]
     assert names == [f"aridx{FRAMES}x{CROP}x{s}.pkl" for s in ("3x3", "1x3", "3x1", "1x1", "1x1_g0.45")]
 
@@ -214,9 +222,21 @@ def test_two_gloo_processes_write_the_same_pkl_as_one(data_root, weights, tmp_pa
     assert len(b["video_names"]) == 5 and b["video_names"] == a["video_names"]
     np.testing.assert_array_equal(b["video_labels"], a["video_labels"])
     np.testing.assert_allclose(b["video_preds"], a["video_preds"], rtol=1e-5, atol=1e-5)
-    m1 = json.loads((tmp_path / "one" / f"arid5x{FRAMES}x{CROP}x1x3_metrics.json".replace("arid5", "arid")).read_text())
-    m2 = json.loads((tmp_path / "two" / f"aridx{FRAMES}x{CROP}x1x3_metrics.json").read_text())
+    metrics_name = f"aridx{FRAMES}x{CROP}x1x3_metrics.json"
+    m1 = json.loads((tmp_path / "one" / metrics_name).read_text())
+    m2 = json.loads((tmp_path / "two" / metrics_name).read_text())
     assert m1["confusion_matrix"] == m2["confusion_matrix"] and m2["num_labelled"] == 5
+
+
+def test_mvit_pkl_sums_eval_softmax_outputs(data_root, tmp_path):
+    """MViT's eval head applies softmax, and the original summed those probabilities: rows sum to V x C."""
+    torch.set_num_threads(1)
+    cfg = make_cfg(
+        data_root, tmp_path, "TEST.NUM_SPATIAL_CROPS", 3, "DATA.CSV_ARID", "arid5.csv", model="mvit"
+    )
+    [result] = tester.test(cfg)  # no checkpoint anywhere: random weights, with a warning
+    np.testing.assert_allclose(result.video_preds.sum(1), 3.0, rtol=1e-5)
+    assert (result.video_preds > 0).all() and result.pkl_path.is_file()
 
 
 def test_checkpoint_priority(tmp_path, data_root):
@@ -253,7 +273,9 @@ def test_tested_weights_are_the_checkpoint_and_mismatches_fail(data_root, weight
     assert not model.training
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, saved[k])
-    wrong = make_cfg(data_root, tmp_path / "b", "TEST.CHECKPOINT_FILE_PATH", str(weights), "UNIFORMER.DEPTH", [1, 1, 1, 1])
+    wrong = make_cfg(
+        data_root, tmp_path / "b", "TEST.CHECKPOINT_FILE_PATH", str(weights), "UNIFORMER.DEPTH", [1, 1, 1, 1]
+    )
     with pytest.raises(RuntimeError, match="does not match the model"):
         tester.build_test_model(wrong)
 
@@ -265,7 +287,9 @@ def test_undecodable_videos_are_skipped_and_listed(data_root, weights, tmp_path)
     rows = csv_rows(data_root / "arid.csv")[:3]
     for name, _ in rows:
         (root / "ARID_v1.5/clips_v1.5" / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / "ARID_v1.5/clips_v1.5" / name).write_bytes((data_root / "ARID_v1.5/clips_v1.5" / name).read_bytes())
+        (root / "ARID_v1.5/clips_v1.5" / name).write_bytes(
+            (data_root / "ARID_v1.5/clips_v1.5" / name).read_bytes()
+        )
     (root / "ARID_v1.5/clips_v1.5/Drink/broken.mp4").write_bytes(b"not a video at all")
     lines = [f"{n},{y}" for n, y in rows[:1]] + ["Drink/broken.mp4,0"] + [f"{n},{y}" for n, y in rows[1:]]
     (root / "arid.csv").write_text("\n".join(lines) + "\n")

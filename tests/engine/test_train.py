@@ -71,11 +71,17 @@ def test_outputs_a_researcher_sees(overfit_run):
     assert [r["split"] for r in vals[:2]] == ["val_dry", "arid"] and len(vals) == 2 * OVERFIT_EPOCHS
     # periodic checkpoints (every 4 epochs and the last), best.pyth = best arid epoch
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert names == ["checkpoint_epoch_00004.pyth", "checkpoint_epoch_00008.pyth", "checkpoint_epoch_00010.pyth"]
+    assert names == [
+        "checkpoint_epoch_00004.pyth",
+        "checkpoint_epoch_00008.pyth",
+        "checkpoint_epoch_00010.pyth",
+    ]
     best = torch.load(best_checkpoint_path(out), weights_only=True)
     arid = [r["top1_err"] for r in vals if r["split"] == "arid"]
     best_epoch = max(i for i, e in enumerate(arid) if e == min(arid)) + 1  # ties: the later epoch (<=)
-    assert best["epoch"] == best_epoch - 1 and best["best_metric"]["top1_err"] == pytest.approx(min(arid), abs=1e-4)
+    assert best["epoch"] == best_epoch - 1 and best["best_metric"]["top1_err"] == pytest.approx(
+        min(arid), abs=1e-4
+    )
     last = torch.load(out / "checkpoints" / "checkpoint_epoch_00010.pyth", weights_only=True)
     assert all(torch.equal(last["model_state"][k], v) for k, v in model.state_dict().items())
     # plots, TensorBoard events, progress lines
@@ -87,7 +93,9 @@ def test_outputs_a_researcher_sees(overfit_run):
     assert "epoch 10/10 | iter 2/3 | loss" in log and "| eta " in log and "| mem " in log
     assert "final model fingerprint" in log
     epoch_stats = read_stats(out, "train_epoch")[-1]
-    assert epoch_stats["failed_videos"] == 0 and {"loss", "top1_err", "top5_err", "lr", "dt"} <= set(epoch_stats)
+    assert epoch_stats["failed_videos"] == 0 and {"loss", "top1_err", "top5_err", "lr", "dt"} <= set(
+        epoch_stats
+    )
 
 
 def _resume_cfg(data_root, out):
@@ -133,7 +141,9 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(data_root, tm
 
 
 def test_nan_loss_stops_with_epoch_and_iteration(data_root, tmp_path, monkeypatch):
-    cfg = tiny_cfg(data_root, tmp_path, "SOLVER.MAX_EPOCH", 1, "TRAIN.EVAL_SPLITS", [])
+    cfg = tiny_cfg(
+        data_root, tmp_path, "SOLVER.MAX_EPOCH", 1, "SOLVER.WARMUP_EPOCHS", 0.0, "TRAIN.EVAL_SPLITS", []
+    )
     real = train_module.soft_target_cross_entropy
     calls = {"n": 0}
 

@@ -14,12 +14,22 @@ from nightcrawler.data.csvs import VideoRow, parse_video_list, write_video_list
 from tests.conftest import REPO_ROOT
 
 NUM_CLASSES = 3
+TINY_UNIFORMER_YAML = REPO_ROOT / "configs" / "models" / "uniformer_tiny.yaml"
 _DATA: dict[str, Path] = {}
 
 # UniFormer with one block per stage, 4 frames at 32x32: a forward/backward step takes tens of ms on a CPU.
 TINY_UNIFORMER = [
     *("UNIFORMER.EMBED_DIM", [8, 16, 32, 32], "UNIFORMER.DEPTH", [1, 1, 1, 1], "UNIFORMER.HEAD_DIM", 8),
-    *("UNIFORMER.DROP_DEPTH_RATE", 0.0, "DATA.NUM_FRAMES", 4, "DATA.TRAIN_CROP_SIZE", 32, "DATA.TEST_CROP_SIZE", 32),
+    *(
+        "UNIFORMER.DROP_DEPTH_RATE",
+        0.0,
+        "DATA.NUM_FRAMES",
+        4,
+        "DATA.TRAIN_CROP_SIZE",
+        32,
+        "DATA.TEST_CROP_SIZE",
+        32,
+    ),
 ]
 
 
@@ -29,7 +39,9 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from nightcrawler.data.synthetic import SyntheticSpec, make_synthetic_dataset
 
         root = tmp_path_factory.mktemp("synthetic_ug2")
-        spec = SyntheticSpec(seed=0, num_classes=NUM_CLASSES, videos_per_class=2, frames=12, width=48, height=40)
+        spec = SyntheticSpec(
+            seed=0, num_classes=NUM_CLASSES, videos_per_class=2, frames=12, width=48, height=40
+        )
         make_synthetic_dataset(root, spec)
         _DATA["root"] = root
     return _DATA["root"]
@@ -50,22 +62,59 @@ def write_pseudo_csv(root: Path, name: str = "pseudo.csv") -> Path:
     return path
 
 
-def tiny_cfg(data_root: Path, output_dir: Path, *opts):
-    """The tiny UniFormer on the synthetic set, CPU, no workers, fast settings; ``opts`` override."""
-    base = [
+def tiny_opts(data_root: Path, output_dir: Path, *opts) -> list:
+    """``KEY VALUE`` overrides of the tiny UniFormer on the synthetic set: CPU, no workers, fast settings."""
+    return [
         *("NUM_GPUS", 0, "MODEL.NUM_CLASSES", NUM_CLASSES, *TINY_UNIFORMER),
-        *("DATA.PATH_PREFIX", str(data_root), "DATA.PATH_LABEL_SEPARATOR", ",", "DATA.DECODING_BACKEND", "pyav"),
-        *("DATA.TRAIN_JITTER_SCALES", [32, 40], "DATA_LOADER.NUM_WORKERS", 0, "DATA_LOADER.PIN_MEMORY", False),
+        *(
+            "DATA.PATH_PREFIX",
+            str(data_root),
+            "DATA.PATH_LABEL_SEPARATOR",
+            ",",
+            "DATA.DECODING_BACKEND",
+            "pyav",
+        ),
+        *(
+            "DATA.TRAIN_JITTER_SCALES",
+            [32, 40],
+            "DATA_LOADER.NUM_WORKERS",
+            0,
+            "DATA_LOADER.PIN_MEMORY",
+            False,
+        ),
         *("TRAIN.BATCH_SIZE", 4, "TEST.BATCH_SIZE", 6, "AUG.NUM_SAMPLE", 1, "AUG.ENABLE", False),
         *("MIXUP.ENABLE", False, "BN.USE_PRECISE_STATS", False, "BN.NUM_BATCHES_PRECISE", 2),
         *("SOLVER.OPTIMIZING_METHOD", "adamw", "SOLVER.BASE_LR", 3e-3, "SOLVER.WARMUP_START_LR", 1e-4),
         *("SOLVER.COSINE_END_LR", 1e-4, "SOLVER.WARMUP_EPOCHS", 1.0, "SOLVER.COSINE_AFTER_WARMUP", True),
         *("SOLVER.WEIGHT_DECAY", 0.0, "SOLVER.ZERO_WD_1D_PARAM", True, "SOLVER.MAX_EPOCH", 2),
-        *("TRAIN.EVAL_PERIOD", 1, "TRAIN.CHECKPOINT_PERIOD", 1, "TRAIN.SAVE_LATEST", True, "TRAIN.AUTO_RESUME", True),
-        *("TEST.NUM_ENSEMBLE_VIEWS", 1, "TEST.NUM_SPATIAL_CROPS", 1, "TENSORBOARD.ENABLE", False, "LOG_PERIOD", 1),
+        *(
+            "TRAIN.EVAL_PERIOD",
+            1,
+            "TRAIN.CHECKPOINT_PERIOD",
+            1,
+            "TRAIN.SAVE_LATEST",
+            True,
+            "TRAIN.AUTO_RESUME",
+            True,
+        ),
+        *(
+            "TEST.NUM_ENSEMBLE_VIEWS",
+            1,
+            "TEST.NUM_SPATIAL_CROPS",
+            1,
+            "TENSORBOARD.ENABLE",
+            False,
+            "LOG_PERIOD",
+            1,
+        ),
         *("OUTPUT_DIR", str(output_dir), "RNG_SEED", 0, "LOG_MODEL_INFO", False, "TEST.ENABLE", False),
+        *opts,
     ]
-    cfg = load_config(str(REPO_ROOT / "configs" / "models" / "uniformer_tiny.yaml"), [*base, *opts])
+
+
+def tiny_cfg(data_root: Path, output_dir: Path, *opts):
+    """The validated config of :func:`tiny_opts` (``opts`` override)."""
+    cfg = load_config(str(TINY_UNIFORMER_YAML), tiny_opts(data_root, output_dir, *opts))
     return assert_and_infer_cfg(cfg)
 
 
