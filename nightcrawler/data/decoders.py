@@ -8,7 +8,9 @@ Which path reads a file (the rule; ``tests/data/test_decoders.py`` checks it on 
 * Every reader starts with a probe (:func:`probe_video`): PyAV demuxes the file without decoding (about 1 ms
   for a short clip) and counts the video packets that are neither empty nor flagged "discard" (the pre-roll of
   an edit-list cut). That count is ``num_frames``; container header counts and decord's ``len`` can be larger
-  (an MP4 cut with ``ffmpeg -ss 1.3 -c copy`` says 24 and decodes 21) and are clamped to it.
+  (an MP4 cut with ``ffmpeg -ss 1.3 -c copy`` says 24 and decodes 21) and are clamped to it. When frames
+  precede the first keyframe (a copy-cut AVI starts with B-frames whose references are gone), the probe
+  decodes the file once to count the frames that really come out.
 * ``"auto"`` is PyAV on every file: decoding in presentation order is right on every file tried, and with one
   reused RGB reformatter it measured as fast as or faster than decord's and torchcodec's batched reads
   (docs/PERFORMANCE.md, "Data loading").
@@ -18,9 +20,10 @@ Which path reads a file (the rule; ``tests/data/test_decoders.py`` checks it on 
   every decoded frame to its index by timestamp, and decodes from frame 0 instead if the seek landed late or a
   timestamp is unknown.
 * ``"decord"`` uses decord's random access (``get_batch``) only on seek-safe files: H.264/HEVC in
-  MP4/MOV/Matroska without edit-list pre-roll, where decord's count equals the probe's. On other files its
-  seeks return wrong frames (MPEG-4 Part 2 with B-frames, anything in AVI, edit-list cuts), so a fresh decord
-  reader reads contiguous chunks from frame 0, which it gets right.
+  MP4/MOV/Matroska without edit-list pre-roll or open GOPs, where decord's count equals the probe's. On other
+  files its seeks return wrong frames (MPEG-4 Part 2 with B-frames, anything in AVI, edit-list cuts, frames
+  after an open-GOP keyframe), so a fresh decord reader reads contiguous chunks from frame 0, which it gets
+  right.
 * ``"torchcodec"`` (exact seek mode) reads timestamp containers (MP4/MOV/Matroska/WebM). On other files (AVI,
   where it raises or returns shifted frames) PyAV reads the file instead, with a warning.
 

@@ -442,8 +442,42 @@ def _render(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
     return out
 
 
+def rgb_to_yuv420p(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 RGB (n, H, W, 3) -> uint8 planes Y (n, H, W), U and V (n, H/2, W/2): BT.601, limited range."""
+    n, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"4:2:0 video needs an even width and height, got {w}x{h}")
+    rgb = frames.astype(np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+    sub = rgb.reshape(n, h // 2, 2, w // 2, 2, 3).mean(axis=(2, 4))  # 2x2 average before the chroma matrix
+    r2, g2, b2 = sub[..., 0], sub[..., 1], sub[..., 2]
+    u = 128.0 + (-37.797 * r2 - 74.203 * g2 + 112.0 * b2) / 255.0
+    v = 128.0 + (112.0 * r2 - 93.786 * g2 - 18.214 * b2) / 255.0
+    y, u, v = (np.floor(p + 0.5).clip(0, 255).astype(np.uint8) for p in (y, u, v))
+    return y, u, v
+
+
+def _yuv_frame(planes: Sequence[np.ndarray]) -> av.VideoFrame:
+    """A yuv420p frame whose row padding is zero.
+
+    The encoder reads the bytes past each row's end; left uninitialised (as the converters and ``from_ndarray``
+    leave them) they make the output depend on the process's memory history.
+    """
+    height, width = planes[0].shape
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane, data in zip(frame.planes, planes):
+        buffer = np.zeros((data.shape[0], plane.line_size), dtype=np.uint8)
+        buffer[:, : data.shape[1]] = data
+        plane.update(buffer)
+    return frame
+
+
 def write_video(path: str, frames: np.ndarray, fps: int, dark: bool) -> None:
-    """Encodes uint8 (n, H, W, 3) RGB frames: H.264 yuv420p in .mp4, MPEG-4 part 2 in .avi; atomic rename."""
+    """Encodes uint8 (n, H, W, 3) RGB frames: H.264 yuv420p in .mp4, MPEG-4 part 2 in .avi; atomic rename.
+
+    Dark videos compress harder (CRF 28 instead of 22), like the cheap sensors of the real dark data.
+    """
     os.makedirs(os.path.dirname(path), exist_ok=True)
     ext = os.path.splitext(path)[1].lower()
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp{ext}"
@@ -453,13 +487,13 @@ def write_video(path: str, frames: np.ndarray, fps: int, dark: bool) -> None:
             if ext == ".avi":
                 stream = container.add_stream("mpeg4", rate=fps, options={"qscale": "6" if dark else "3"})
             else:
-                # darker videos compress harder, as the cheap sensors of the real dark data
-                stream = container.add_stream("libx264", rate=fps, options={"crf": "28" if dark else "22"})
-                stream.options = {**stream.options, "preset": "veryfast"}
-                stream.codec_context.thread_count = 1  # x264 output is bit-identical run to run
+                options = {"crf": "28" if dark else "22", "preset": "veryfast"}
+                stream = container.add_stream("libx264", rate=fps, options=options)
+                stream.codec_context.thread_count = 1  # one thread: the same bytes run to run
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            y, u, v = rgb_to_yuv420p(frames)
+            for t in range(n):
+                for packet in stream.encode(_yuv_frame((y[t], u[t], v[t]))):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)

@@ -3,8 +3,8 @@
 Frames arrive as uint8 ``(T, H, W, 3)`` RGB. Gamma correction and normalisation are one 256-entry look-up
 (``gamma_normalize_lut``) applied to the whole clip. Clips leave as float32 ``(3, T, crop, crop)``.
 
-Test path (:func:`test_views`): look-up, short-side resize to the crop size (long side floored, bilinear,
-``align_corners=False``, no antialias; on the channels-last view of the frames, no copy), then the original's
+Test path (:func:`test_views`): look-up written straight into ``(3, T, H, W)`` planes, short-side resize to
+the crop size (long side floored, bilinear, ``align_corners=False``, no antialias), then the original's
 crops: one crop -> centre; landscape and square frames -> left / centre / right, portrait -> top / centre /
 bottom; the other axis centred with ``ceil``.
 
@@ -102,16 +102,24 @@ def _check_frames(frames: torch.Tensor) -> None:
         raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {desc}")
 
 
-def lookup(frames: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """Applies a ``(256,)`` or ``(256, 3)`` table to uint8 ``(T, H, W, 3)`` frames (one gather, no float math)."""
+def lookup(frames: torch.Tensor, lut: torch.Tensor, channels_first: bool = False) -> torch.Tensor:
+    """Applies a ``(256,)`` or per-channel ``(256, 3)`` table to uint8 ``(T, H, W, 3)`` frames (one gather).
+
+    Returns ``(T, H, W, 3)``, or with ``channels_first`` a contiguous ``(3, T, H, W)`` (written directly in
+    that layout: the resize and crops after it run fastest on planes).
+    """
     _check_frames(frames)
     table = lut.numpy()
     if table.ndim == 2 and (table == table[:, :1]).all():
         table = table[:, 0]
     src = frames.numpy()
-    if table.ndim == 1:
-        return torch.from_numpy(np.take(table, src))
-    return torch.from_numpy(table[src, np.arange(3)])
+    if table.ndim == 1:  # fancy indexing with contiguous uint8 indices: numpy's fastest gather here
+        return torch.from_numpy(
+            table[np.ascontiguousarray(src.transpose(3, 0, 1, 2)) if channels_first else src]
+        )
+    if not channels_first:
+        return torch.from_numpy(table[src, np.arange(3)])
+    return torch.from_numpy(np.stack([table[:, c][src[..., c]] for c in range(3)]))
 
 
 def apply_gamma(frames: torch.Tensor, gamma: float | None) -> torch.Tensor:
@@ -127,9 +135,10 @@ def normalize(
     gamma: float | None = None,
     mean: Sequence[float] = DEFAULT_MEAN,
     std: Sequence[float] = DEFAULT_STD,
+    channels_first: bool = False,
 ) -> torch.Tensor:
-    """uint8 ``(T, H, W, 3)`` -> float32 ``(T, H, W, 3)``: gamma (optional), /255, minus mean, over std."""
-    return lookup(frames, gamma_normalize_lut(gamma, mean, std))
+    """uint8 ``(T, H, W, 3)`` -> float32 ``(T, H, W, 3)`` (or ``(3, T, H, W)``): gamma, /255, - mean, / std."""
+    return lookup(frames, gamma_normalize_lut(gamma, mean, std), channels_first)
 
 
 # --------------------------------------------------------------------------------------------- test path
@@ -145,7 +154,7 @@ def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 
 def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:
-    """Scales a float ``(T, C, H, W)`` clip (any memory layout) so its short side is ``size``.
+    """Scales a float ``(N, C, H, W)`` tensor (e.g. a ``(3, T, H, W)`` clip) so its short side is ``size``.
 
     Bilinear, ``align_corners=False``, no antialias; returns the input itself when no resize is needed.
     """
@@ -179,14 +188,13 @@ def crop_boxes(height: int, width: int, crop_size: int, num_crops: int) -> list[
     return boxes
 
 
-def spatial_crops(clip: torch.Tensor, crop_size: int, num_crops: int) -> torch.Tensor:
-    """Crops a ``(T, C, H, W)`` clip into ``(num_crops, C, T, crop, crop)`` (a new contiguous tensor)."""
+def spatial_crops(
+    clip: torch.Tensor, crop_size: int, num_crops: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Crops a ``(C, T, H, W)`` clip into ``(num_crops, C, T, crop, crop)``, a new tensor or ``out``."""
     height, width = clip.shape[-2:]
-    views = [
-        clip[:, :, y : y + h, x : x + w].transpose(0, 1)
-        for y, x, h, w in crop_boxes(height, width, crop_size, num_crops)
-    ]
-    return torch.stack(views)
+    boxes = crop_boxes(height, width, crop_size, num_crops)
+    return torch.stack([clip[:, :, y : y + h, x : x + w] for y, x, h, w in boxes], out=out)
 
 
 def test_views(
@@ -196,10 +204,15 @@ def test_views(
     gamma: float | None = None,
     mean: Sequence[float] = DEFAULT_MEAN,
     std: Sequence[float] = DEFAULT_STD,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Test clips of one temporal view: uint8 ``(T, H, W, 3)`` -> float32 ``(num_crops, 3, T, crop, crop)``."""
-    clip = normalize(frames, gamma, mean, std).permute(0, 3, 1, 2)  # (T, 3, H, W) channels-last view
-    return spatial_crops(resize_short_side(clip, crop_size), crop_size, num_crops)
+    """Test clips of one temporal view: uint8 ``(T, H, W, 3)`` -> float32 ``(num_crops, 3, T, crop, crop)``.
+
+    ``out`` (e.g. a slice of a video's ``(V*C, 3, T, crop, crop)`` batch) receives the clips without an extra
+    copy.
+    """
+    clip = normalize(frames, gamma, mean, std, channels_first=True)  # (3, T, H, W)
+    return spatial_crops(resize_short_side(clip, crop_size), crop_size, num_crops, out=out)
 
 
 test_views.__test__ = False  # not a pytest test, despite the name
@@ -321,18 +334,18 @@ class TrainTransform:
         size = self.crop_size
         if self.scale:
             y, x, h, w = random_resized_crop_box(height, width, self.scale, self.ratio, rng)
-            clip = lookup(frames[:, y : y + h, x : x + w], self.lut).permute(0, 3, 1, 2)
+            clip = lookup(frames[:, y : y + h, x : x + w], self.lut, channels_first=True)
             clip = F.interpolate(
                 clip, size=(size, size), mode="bilinear", align_corners=False, antialias=False
             )
         else:
             short = int(round(rng.uniform(*self.jitter_scales)))
-            clip = resize_short_side(lookup(frames, self.lut).permute(0, 3, 1, 2), short)
+            clip = resize_short_side(lookup(frames, self.lut, channels_first=True), short)
             y, x = rng.randint(0, clip.shape[-2] - size), rng.randint(0, clip.shape[-1] - size)
             clip = clip[:, :, y : y + size, x : x + size]
         if rng.random() < self.flip_prob:
             clip = clip.flip(-1)
-        out = clip.transpose(0, 1).contiguous()  # (3, T, size, size)
+        out = clip.contiguous()  # (3, T, size, size)
         if self.eraser is not None:
             self.eraser(out.view(3 * num, size, size))  # one box through every frame and channel
         return out

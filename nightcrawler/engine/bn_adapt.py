@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from fvcore.nn.precise_bn import BN_MODULE_TYPES, update_bn_stats
 from torch import nn
+from yacs.config import CfgNode
 
 from nightcrawler.models.build import unwrap_model
 from nightcrawler.utils.distributed import get_world_size, is_dist
@@ -110,3 +112,104 @@ def adapt_bn_statistics(
     _share_statistics(layers, pool_processes)
     logger.info("adapt BN: %d BatchNorm layers re-estimated on %d batches", len(layers), n)
     return n
+
+
+# ---------------------------------------------------------------------------------------------------- standalone
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+def list_videos(folder: str | Path) -> list[str]:
+    """Video files under ``folder`` (recursive), as sorted paths relative to it."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"video folder not found: {root}")
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not found:
+        raise ValueError(f"{root}: no video files ({', '.join(VIDEO_SUFFIXES)}) found")
+    return found
+
+
+def bn_source_cfg(
+    cfg: CfgNode, videos: str | Path | None, video_root: str | Path | None, workdir: Path
+) -> CfgNode:
+    """A copy of ``cfg`` whose ``train_unlabel`` split reads ``videos`` (a folder of videos, or a video list
+    with ``path,label`` rows relative to ``video_root`` / the list's folder); None keeps ``BN.SPLIT``."""
+    from nightcrawler.data.csvs import VideoRow, write_video_list
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    if videos is None:
+        return cfg
+    videos = Path(videos).resolve()
+    if videos.is_dir():
+        csv_path = workdir / "videos.csv"
+        write_video_list(csv_path, [VideoRow(p, -1) for p in list_videos(videos)], separator=",")
+        cfg.DATA.PATH_LABEL_SEPARATOR = ","
+        root = videos
+    elif videos.is_file():
+        csv_path, root = videos, Path(video_root).resolve() if video_root else videos.parent
+    else:
+        raise FileNotFoundError(f"--videos: no such folder or video list: {videos}")
+    cfg.DATA.PATH_PREFIX = ""
+    cfg.DATA.CSV_TOTAL_UNLABEL = str(csv_path)
+    cfg.DATA.ROOT_DARK = str(root)
+    cfg.DATA.ROOT_FALLBACK = False
+    cfg.BN.SPLIT = "train_unlabel"
+    return cfg
+
+
+def adapt_checkpoint(
+    cfg: CfgNode,
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    videos: str | Path | None = None,
+    video_root: str | Path | None = None,
+) -> dict[str, Any]:
+    """Loads ``checkpoint`` into the model ``cfg`` describes, adapts its BatchNorm statistics on dark videos
+    (``videos``, or the ``BN.SPLIT`` split of the config; ``BN.NUM_BATCHES_PRECISE`` batches of one training
+    process's share of ``TRAIN.BATCH_SIZE`` videos, training augmentation, gamma ``BN.GAMMA``) and writes ``output``
+    atomically: the input's content (epoch, optimiser state, ...) with the new ``model_state`` and a
+    ``bn_adaptation`` record. Returns that record. Runs in one process (CPU, or GPU 0 with NUM_GPUS > 0)."""
+    import tempfile
+
+    from nightcrawler.config.checks import processes_per_machine
+    from nightcrawler.data import build_loader
+    from nightcrawler.models import build_model
+    from nightcrawler.models.checkpoint import load_pretrained, read_checkpoint
+    from nightcrawler.utils.io import atomic_torch_save
+    from nightcrawler.utils.seeding import seed_everything
+
+    with tempfile.TemporaryDirectory(prefix="nc_adapt_bn_") as tmp:
+        cfg = bn_source_cfg(cfg, videos, video_root, Path(tmp))
+        # the per-process batch of the training run (the original: TRAIN.BATCH_SIZE / NUM_GPUS videos)
+        batch_size = max(1, cfg.TRAIN.BATCH_SIZE // (processes_per_machine(cfg) * cfg.NUM_SHARDS))
+        cfg.NUM_GPUS = min(cfg.NUM_GPUS, 1)
+        device = torch.device("cuda", 0) if cfg.NUM_GPUS else torch.device("cpu")
+        seed_everything(cfg.RNG_SEED)
+        model = build_model(cfg, pretrained=False)
+        report = load_pretrained(model, checkpoint, num_classes=cfg.MODEL.NUM_CLASSES, strict=True)
+        logger.info("adapt BN: %s", report.summary())
+        gamma = cfg.BN.GAMMA if cfg.BN.GAMMA > 0 else None
+        loader = build_loader(cfg, cfg.BN.SPLIT, gamma=gamma, batch_size=batch_size)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        used = adapt_bn_statistics(model, loader, cfg.BN.NUM_BATCHES_PRECISE, device)
+        after = model.state_dict()
+        changed = sorted(k for k in after if not torch.equal(before[k], after[k]))
+        record = {
+            "source_checkpoint": str(checkpoint),
+            "videos": str(videos) if videos is not None else f"split {cfg.BN.SPLIT}",
+            "num_videos": len(loader.dataset),
+            "batches": used,
+            "gamma": gamma if gamma is not None else -1.0,
+            "bn_layers": len(bn_layers(model)),
+            "changed_tensors": len(changed),
+        }
+    original = read_checkpoint(checkpoint)
+    out = dict(original) if isinstance(original, dict) and "model_state" in original else {"epoch": -1}
+    out["model_state"] = {k: v.cpu() for k, v in after.items()}
+    out.setdefault("cfg", cfg.dump())
+    out["bn_adaptation"] = record
+    atomic_torch_save(out, output)
+    logger.info("adapt BN: wrote %s (%s)", output, record)
+    return record

@@ -1,6 +1,7 @@
 """What a researcher sees during training: progress lines, JSON stats, TensorBoard scalars, confusion plots.
 
-Only global rank 0 writes files (TensorBoard events, PNGs); every rank logs to its own ``stdout.log`` lines.
+The figures are already averaged over processes, so only global rank 0 reports them (log lines,
+``stats.jsonl``, TensorBoard events, PNGs); other ranks log only their warnings and errors.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class TrainingReporter:
         self.num_classes = cfg.MODEL.NUM_CLASSES
         self.log_period = max(1, cfg.LOG_PERIOD)
         self.writer = None
-        if cfg.TENSORBOARD.ENABLE and is_master():
+        self.enabled = is_master()
+        if cfg.TENSORBOARD.ENABLE and self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             log_dir = cfg.TENSORBOARD.LOG_DIR or f"runs-{cfg.TRAIN.DATASET}"
@@ -53,7 +55,7 @@ class TrainingReporter:
 
     def iteration(self, meter: TrainMeter, epoch: int, it: int, global_step: int) -> None:
         """Every ``LOG_PERIOD`` iterations (and the last of an epoch): progress line + ``train_iter`` stats."""
-        if (it + 1) % self.log_period and it + 1 != meter.iters_per_epoch:
+        if not self.enabled or ((it + 1) % self.log_period and it + 1 != meter.iters_per_epoch):
             return
         stats = meter.iter_stats(epoch, it)
         logger.info(TrainMeter.progress_line(stats))
@@ -61,6 +63,8 @@ class TrainingReporter:
         self._scalars("Train", {k: v for k, v in stats.items() if not k.startswith("_")}, global_step)
 
     def epoch(self, meter: TrainMeter, epoch: int, seconds: float) -> None:
+        if not self.enabled:
+            return
         stats = meter.epoch_stats(epoch)
         stats["time_diff"] = seconds
         log_json_stats(logger, stats, self.output_dir)
@@ -75,6 +79,8 @@ class TrainingReporter:
 
     def evaluation(self, result: EvalResult, epoch: int, min_errors: tuple[float, float]) -> None:
         """``val_epoch`` stats, TensorBoard accuracy and a confusion-matrix PNG for one split."""
+        if not self.enabled:
+            return
         gpu, ram = memory_gb()
         stats = {
             "_type": "val_epoch",
@@ -95,7 +101,7 @@ class TrainingReporter:
             {"top1_err": result.top1_err, "top5_err": result.top5_err, "top1_acc": 100.0 - result.top1_err},
             epoch + 1,
         )
-        if is_master() and result.num_labelled:
+        if result.num_labelled:
             from nightcrawler.engine.metrics import plot_confusion_matrix
 
             path = Path(self.output_dir) / "plots" / f"confusion_{result.split}_epoch{epoch + 1:05d}.png"

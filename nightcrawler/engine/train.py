@@ -217,6 +217,14 @@ def build_run(cfg: CfgNode) -> tuple[TrainingRun, EpochEnd, int]:
         f", pseudo labels {cfg.DATA.PSEUDO_CSV}" if pseudo is not None else "",
         precision.dtype or "fp32",
     )
+    if cfg.LOG_MODEL_INFO:
+        params = list(unwrap_model(model).parameters())
+        logger.info(
+            "model %s: %.2fM parameters (%.2fM trainable); GFLOPs per view: tools/flops.py",
+            cfg.MODEL.MODEL_NAME,
+            sum(p.numel() for p in params) / 1e6,
+            sum(p.numel() for p in params if p.requires_grad) / 1e6,
+        )
     return run, EpochEnd(cfg, device, start.best_metric), start.epoch
 
 

@@ -25,6 +25,7 @@ from nightcrawler.data.transforms import (
     resize_short_side,
     short_side_size,
     slowfast_pathways,
+    spatial_crops,
     test_views,
 )
 
@@ -102,6 +103,11 @@ def test_normalize_equals_float_recipe_per_channel():
     assert torch.equal(apply_gamma(frames, 0.25), gamma_frames)
     assert apply_gamma(frames, None) is frames
     assert torch.equal(normalize(frames, 0.25), (gamma_frames.float() / 255.0 - 0.45) / 0.225)
+    for m, sd in ((mean, std), (MEAN, STD)):  # per-channel and shared tables, planar output
+        planar = normalize(frames, 0.25, m, sd, channels_first=True)
+        assert planar.is_contiguous() and torch.equal(
+            planar, normalize(frames, 0.25, m, sd).permute(3, 0, 1, 2)
+        )
     with pytest.raises(ValueError, match=r"uint8 frames of shape \(T, H, W, 3\), got torch.float32"):
         normalize(frames.float())
 
@@ -128,14 +134,15 @@ def test_resize_and_crops_match_golden_coordinate_ramps(golden_dir):
                 ],
                 dim=-1,
             )  # (T, H, W, 3): channel 0 = column, channel 1 = row
-            resized_cache[h, w, size] = resize_short_side(ramps.permute(0, 3, 1, 2), size)
-        resized = resized_cache[h, w, size]
+            resized_cache[h, w, size] = resize_short_side(ramps.permute(3, 0, 1, 2).contiguous(), size)
+        resized = resized_cache[h, w, size]  # (C, T, H, W)
         assert tuple(resized.shape[-2:]) == (rh, rw)
         assert c["resize_skipped"] == ((rh, rw) == (h, w))
-        y, x, _, _ = box
-        out = resized[0, :, y : y + size, x : x + size]
-        np.testing.assert_allclose(out[0, 0].numpy(), c["src_x_at_output_cols"], atol=2e-6)
-        np.testing.assert_allclose(out[1, :, 0].numpy(), c["src_y_at_output_rows"], atol=2e-6)
+        crops = spatial_crops(resized, size, c["num_spatial_crops"])
+        out = crops[c["spatial_idx"] if c["num_spatial_crops"] == 3 else 0]
+        assert list(out.shape) == c["out_shape"]
+        np.testing.assert_allclose(out[0, 0, 0].numpy(), c["src_x_at_output_cols"], atol=2e-6)
+        np.testing.assert_allclose(out[1, 0, :, 0].numpy(), c["src_y_at_output_rows"], atol=2e-6)
 
 
 def test_resize_of_random_images_matches_golden(golden_dir):
@@ -143,13 +150,17 @@ def test_resize_of_random_images_matches_golden(golden_dir):
     cases = json.loads((golden_dir / "spatial" / "random_images.json").read_text())["cases"]
     for c in cases:
         clip = torch.from_numpy(arrays[c["input_key"]])  # (C, T, H, W) as the original held it
-        channels_last = clip.permute(1, 2, 3, 0).contiguous().permute(0, 3, 1, 2)  # our (T, C, H, W) view
-        resized = resize_short_side(channels_last, c["crop_size"])
-        boxes = crop_boxes(*resized.shape[-2:], c["crop_size"], 3)
+        crops = spatial_crops(resize_short_side(clip, c["crop_size"]), c["crop_size"], 3)
+        # any memory layout resizes alike, e.g. a channels-last (T, C, H, W) view
+        channels_last = clip.permute(1, 2, 3, 0).contiguous().permute(0, 3, 1, 2)
+        other = resize_short_side(channels_last, c["crop_size"]).transpose(0, 1)
+        boxes = crop_boxes(*other.shape[-2:], c["crop_size"], 3)
         for k, key in c["output_keys"].items():
+            np.testing.assert_allclose(crops[int(k)].numpy(), arrays[key], rtol=0, atol=1e-6)
             y, x, h, w = boxes[int(k)]
-            got = resized[:, :, y : y + h, x : x + w].transpose(0, 1)
-            np.testing.assert_allclose(got.numpy(), arrays[key], rtol=0, atol=1e-6)
+            np.testing.assert_allclose(
+                other[..., y : y + h, x : x + w].numpy(), arrays[key], rtol=0, atol=1e-6
+            )
 
 
 def test_test_views_reproduce_the_original_dataset_end_to_end(golden_dir):
@@ -188,6 +199,9 @@ def test_test_views_equal_the_original_recipe(h, w, crop, num_crops):
     assert got.dtype == torch.float32 and tuple(got.shape) == (num_crops, 3, 4, crop, crop)
     assert got.is_contiguous()
     torch.testing.assert_close(got, original_test_clips(frames, crop, num_crops, 0.25), rtol=0, atol=1e-5)
+    batch = torch.full((num_crops + 2, 3, 4, crop, crop), float("nan"))
+    test_views(frames, crop, num_crops, 0.25, MEAN, STD, out=batch[1 : num_crops + 1])
+    assert torch.equal(batch[1 : num_crops + 1], got) and batch[[0, -1]].isnan().all()
 
 
 def test_crop_boxes_orientation_rules():

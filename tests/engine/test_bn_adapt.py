@@ -128,3 +128,102 @@ def test_tiny_uniformer_adapts_to_generated_dark_videos(tmp_path_factory, tmp_pa
     allowed = {f"{n}.{b}" for n in bn_names for b in ("running_mean", "running_var", "num_batches_tracked")}
     assert changed and changed <= allowed
     assert all(not k.endswith((".weight", ".bias")) for k in changed)
+
+
+def _adapt_bn_tool():
+    import importlib.util
+
+    from tests.conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("adapt_bn_tool", REPO_ROOT / "tools" / "adapt_bn.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_adapt_bn_tool_on_a_folder_and_on_a_list(tmp_path_factory, tmp_path):
+    from nightcrawler.engine.checkpointer import save_checkpoint
+    from nightcrawler.models import build_model
+    from tests.engine.train_helpers import TINY_UNIFORMER_YAML, synthetic_root, tiny_cfg, tiny_opts
+
+    root = synthetic_root(tmp_path_factory)
+    cfg = tiny_cfg(root, tmp_path)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters())
+    src = tmp_path / "trained.pyth"
+    save_checkpoint(src, model, opt, None, 3, cfg, best_metric={"split": "arid", "top1_err": 50.0})
+    tool = _adapt_bn_tool()
+    opts = [str(v) for v in tiny_opts(root, tmp_path, "AUG.NUM_SAMPLE", 2, "TRAIN.BATCH_SIZE", 2)]
+    common = ["--cfg", str(TINY_UNIFORMER_YAML), "--checkpoint", str(src)]
+
+    folder_out = tmp_path / "adapted_folder.pyth"
+    assert (
+        tool.main(
+            [*common, "--output", str(folder_out), "--videos", str(root / "dark_train" / "Train"), *opts]
+        )
+        == 0
+    )
+    list_out = tmp_path / "adapted_list.pyth"
+    arid = ["--videos", str(root / "arid.csv"), "--video-root", str(root / "ARID_v1.5" / "clips_v1.5")]
+    assert tool.main([*common, "--output", str(list_out), *arid, *opts]) == 0
+
+    original = torch.load(src, weights_only=True)
+    for out in (folder_out, list_out):
+        adapted = torch.load(out, weights_only=True)
+        assert adapted["epoch"] == 3 and adapted["best_metric"] == original["best_metric"]
+        assert adapted["optimizer_state"]["param_groups"] == original["optimizer_state"]["param_groups"]
+        record = adapted["bn_adaptation"]
+        assert record["num_videos"] == 6 and record["batches"] == 2 and record["gamma"] == -1.0
+        changed = {
+            k for k, v in adapted["model_state"].items() if not torch.equal(v, original["model_state"][k])
+        }
+        assert changed and all(
+            k.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked") for k in changed
+        )
+    a = torch.load(folder_out, weights_only=True)["model_state"]
+    b = torch.load(list_out, weights_only=True)["model_state"]
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("running_mean"))  # different dark videos
+
+    assert (
+        tool.main([*common, "--output", str(tmp_path / "x.pyth"), "--videos", str(tmp_path / "nope"), *opts])
+        == 2
+    )
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_statistics_shared_across_processes(monkeypatch, pool):
+    """Two simulated processes: without pooling every rank takes rank 0's statistics (what the original
+    saves); with BN.SYNC_STATS the statistics of both ranks' batches together."""
+    import nightcrawler.engine.bn_adapt as bn_adapt
+
+    batches = {
+        0: _dark_batches(2, seed=0),
+        1: [{"inputs": b["inputs"] + 1.0} for b in _dark_batches(2, seed=1)],
+    }
+    nets = {}
+    for rank in (0, 1):
+        torch.manual_seed(0)
+        nets[rank] = _Net()
+        adapt_bn_statistics(nets[rank], batches[rank], num_batches=2)
+    rank0 = (nets[0].bn.running_mean.clone(), nets[0].bn.running_var.clone())
+
+    def all_reduce(t):  # this process is rank 1 in the pooled case: add rank 0's contribution
+        mean0, var0 = rank0
+        t += torch.cat([mean0, var0 + mean0.square()]).double()
+
+    def broadcast(t, src):
+        t.copy_(torch.cat(rank0))
+
+    monkeypatch.setattr(bn_adapt, "is_dist", lambda: True)
+    monkeypatch.setattr(bn_adapt, "get_world_size", lambda: 2)
+    monkeypatch.setattr(bn_adapt.dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(bn_adapt.dist, "broadcast", broadcast)
+    bn_adapt._share_statistics([nets[1].bn], pool)
+    if not pool:
+        torch.testing.assert_close(nets[1].bn.running_mean, rank0[0])
+        torch.testing.assert_close(nets[1].bn.running_var, rank0[1])
+        return
+    mean, var = _population_stats(nets[1], batches[0] + batches[1])
+    torch.testing.assert_close(nets[1].bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(nets[1].bn.running_var, var, rtol=1e-3, atol=1e-5)
