@@ -265,36 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     test_1x1 = pkl_name("test", frames, crop, 1, 1)
     total_1x1 = pkl_name("total_unlabel", frames, crop, 1, 1)
 
-    # Step 1: supervised training with BN adaptation on the dark videos (the exp_adapt_bn recipe).
+    # Step 1: supervised training with BN adaptation on the dark videos (the exp_adapt_bn recipe), then one
+    # test run over the unlabelled dark videos (input of the pseudo labels), the dark test set and the
+    # normal-light validation set, each with and without gamma correction.
+    both_gammas = {"TEST__EXTRA_SETTINGS": "['1x1@gnone']"}
     for m in plan.models:
         out = work / "exp_adapt_bn" / m
         run_net(
             run,
             m,
-            f"adapt-BN training of {m} ({plan.epochs} epochs) + test on the unlabelled dark videos",
+            f"adapt-BN training of {m} ({plan.epochs} epochs) and its tests",
             OUTPUT_DIR=str(out),
             SOLVER__MAX_EPOCH=plan.epochs,
             TEST__DATA_SELECT="total_unlabel",
-            **common,
-        )
-        run_net(
-            run,
-            m,
-            f"{m}: dark test (gamma and no gamma) and normal-light validation",
-            OUTPUT_DIR=str(out),
-            TRAIN__ENABLE=False,
-            TEST__DATA_SELECT="test",
-            TEST__EXTRA_SETTINGS="['1x1@gnone']",
-            **common,
-        )
-        run_net(
-            run,
-            m,
-            f"{m}: normal-light validation",
-            OUTPUT_DIR=str(out),
-            TRAIN__ENABLE=False,
-            TEST__DATA_SELECT="val_dry",
-            TEST__USE_GAMMA=False,
+            TEST__ALSO_SPLITS="['test', 'val_dry']",
+            **both_gammas,
             **common,
         )
         # Source-only reference: the same weights with BN statistics of the normal-light training clips.
@@ -318,21 +303,19 @@ def main(argv: list[str] | None = None) -> int:
         run_net(
             run,
             m,
-            f"{m}: source-only dark test (no gamma and gamma)",
+            f"{m}: source-only dark test (gamma and no gamma)",
             OUTPUT_DIR=str(src),
             TRAIN__ENABLE=False,
             TEST__DATA_SELECT="test",
-            TEST__USE_GAMMA=False,
-            TEST__EXTRA_SETTINGS="['1x1@g0.25']",
+            **both_gammas,
             **common,
         )
 
     steps = []
-    no_gamma = pkl_name("test", frames, crop, 1, 1)
-    with_gamma = pkl_name("test", frames, crop, 1, 1, "_g0.25")
+    no_gamma = pkl_name("test", frames, crop, 1, 1, "_gnone")
     for name, folder, file in (
         ("source_only", "exp_source_only", no_gamma),
-        ("gamma_tta", "exp_source_only", with_gamma),
+        ("gamma_tta", "exp_source_only", test_1x1),
         ("adapt_bn", "exp_adapt_bn", test_1x1),
     ):
         acc, per = accuracy_of_pkls([work / folder / m / file for m in plan.models], test_labels)
@@ -342,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         test_labels,
     )
     normal_val, _ = accuracy_of_pkls(
-        [work / "exp_adapt_bn" / m / pkl_name("val_dry", frames, crop, 1, 1) for m in plan.models],
+        [work / "exp_adapt_bn" / m / pkl_name("val_dry", frames, crop, 1, 1, "_gnone") for m in plan.models],
         read_labelled_list(data / "val_dry.csv"),
     )
 

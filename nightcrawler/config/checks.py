@@ -40,6 +40,8 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _choice(cfg.TRAIN.DATASET, DATASETS, "TRAIN.DATASET")
     _choice(cfg.TEST.DATASET, DATASETS, "TEST.DATASET")
     _choice(cfg.TEST.DATA_SELECT, TEST_SPLITS + TRAIN_SPLITS, "TEST.DATA_SELECT")
+    for split in cfg.TEST.ALSO_SPLITS:
+        _choice(split, TEST_SPLITS, "TEST.ALSO_SPLITS entry")
     for split in cfg.TRAIN.EVAL_SPLITS:
         _choice(split, TEST_SPLITS, "TRAIN.EVAL_SPLITS entry")
     _choice(cfg.BN.SPLIT, TRAIN_SPLITS + TEST_SPLITS, "BN.SPLIT")

@@ -54,6 +54,7 @@ _C.TEST.CHECKPOINT_TYPE = "pytorch"  # checkpoint format
 _C.TEST.NUM_ENSEMBLE_VIEWS = 10  # temporal views per video
 _C.TEST.NUM_SPATIAL_CROPS = 3  # spatial crops per view (1: centre)
 _C.TEST.SAVE_RESULTS_PATH = ""  # optional extra pickle of [preds, labels] (original option)
+_C.TEST.ALSO_SPLITS = []  # [new] further splits tested in the same run after DATA_SELECT (one PKL each)
 _C.TEST.DATA_SELECT = "val_dry"  # split to test: test, arid, dark_unlabel, total_unlabel, val_dry, ...
 _C.TEST.TEST_BEST = False  # test OUTPUT_DIR/best.pyth when TEST.CHECKPOINT_FILE_PATH is empty
 _C.TEST.GAMMA = 0.25  # gamma of the dark-video correction (original: hard-coded 0.25)
@@ -295,6 +296,9 @@ _C.RNG_SEED = 1  # seed of torch, numpy and Python's random in every process and
 _C.LOG_PERIOD = 10  # iterations between progress lines
 _C.LOG_MODEL_INFO = True  # log parameter count and FLOPs at start
 _C.DIST_BACKEND = "nccl"  # torch.distributed backend on GPUs (gloo is used on the CPU)
+_C.CPU_THREADS = (
+    0  # [new] torch threads per CPU process (0: cores / processes - DataLoader workers, at least 1)
+)
 _C.NUM_CPU_PROCESSES = 1  # [new] processes when NUM_GPUS is 0 (gloo); > 1 exercises the distributed path
 
 

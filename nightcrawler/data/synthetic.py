@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -493,7 +494,9 @@ def write_video(path: str, frames: np.ndarray, fps: int, dark: bool) -> None:
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             y, u, v = rgb_to_yuv420p(frames)
             for t in range(n):
-                for packet in stream.encode(_yuv_frame((y[t], u[t], v[t]))):
+                frame = _yuv_frame((y[t], u[t], v[t]))
+                frame.pts, frame.time_base = t, Fraction(1, fps)  # explicit: rate control reads timestamps
+                for packet in stream.encode(frame):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)

@@ -76,7 +76,18 @@ def _external_spec(cfg: CfgNode, init_method: str | None) -> ProcessGroupSpec | 
     return None
 
 
+def cpu_threads(cfg: CfgNode) -> int:
+    """Torch threads for one CPU process: CPU_THREADS, else the cores left by the other processes and the
+    DataLoader workers (oversubscribed OpenMP threads slow a small model down by 10x and more)."""
+    if cfg.CPU_THREADS > 0:
+        return cfg.CPU_THREADS
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // processes_per_machine(cfg) - cfg.DATA_LOADER.NUM_WORKERS)
+
+
 def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: ProcessGroupSpec | None) -> None:
+    if cfg.NUM_GPUS == 0:
+        torch.set_num_threads(cpu_threads(cfg))
     if spec is not None:
         os.environ["LOCAL_RANK"] = str(spec.local_rank)
         if cfg.NUM_GPUS > 0:
@@ -92,12 +103,13 @@ def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: Proce
         seed_everything(cfg.RNG_SEED + rank)
         if rank == 0:
             logger.info(
-                "job %s: world size %d, backend %s, seed %d (+rank), decoding backend %s",
+                "job %s: world size %d, backend %s, seed %d (+rank), decoding backend %s, torch threads %d",
                 getattr(func, "__name__", func),
                 spec.world_size if spec else 1,
                 spec.backend if spec else "none",
                 cfg.RNG_SEED,
                 cfg.DATA.DECODING_BACKEND,
+                torch.get_num_threads(),
             )
             logger.info("environment: %s", environment_summary())
         func(cfg)

@@ -411,17 +411,20 @@ def _save_results(cfg: CfgNode, result: TestResult) -> None:
 
 # ---------------------------------------------------------------------------------------------------- entry
 def test(cfg: CfgNode, open_fn=None) -> list[TestResult]:
-    """Tests ``TEST.DATA_SELECT`` with every TTA setting; returns one result per setting (main first).
+    """Tests ``TEST.DATA_SELECT`` (then every ``TEST.ALSO_SPLITS`` split) with every TTA setting; returns one
+    result per split and setting (main split and main setting first).
 
     ``open_fn`` replaces the video reader factory (tests).
     """
     from nightcrawler.data import TEST_SPLITS
 
-    if cfg.TEST.DATA_SELECT not in TEST_SPLITS:
-        raise ValueError(
-            f"TEST.DATA_SELECT = {cfg.TEST.DATA_SELECT!r} is a training split; the tester reads one of "
-            f"{', '.join(TEST_SPLITS)} (total_unlabel: all unlabelled dark videos, dark-train first)"
-        )
+    splits = list(dict.fromkeys([cfg.TEST.DATA_SELECT, *cfg.TEST.ALSO_SPLITS]))
+    for split in splits:
+        if split not in TEST_SPLITS:
+            raise ValueError(
+                f"TEST.DATA_SELECT / ALSO_SPLITS entry {split!r} is not a test split; the tester reads one of "
+                f"{', '.join(TEST_SPLITS)} (total_unlabel: all unlabelled dark videos, dark-train first)"
+            )
     settings = list(dict.fromkeys(tta_settings(cfg)))
     passes = plan_passes(settings, view_index_fn(cfg))
     logger.info(
@@ -431,13 +434,17 @@ def test(cfg: CfgNode, open_fn=None) -> list[TestResult]:
         "; ".join(f"{p.label()} -> {[s.label() for s, _ in p.outputs]}" for p in passes),
     )
     model = build_test_model(cfg)
-    by_setting: dict[TTASetting, TestResult] = {}
-    for p in passes:
-        scores = run_pass(model, cfg, p, open_fn)
-        column = {c: j for j, c in enumerate(p.needed_columns())}
-        for setting, cols in p.outputs:
-            by_setting[setting] = write_setting(cfg, setting, scores, [column[c] for c in cols])
-    results = [by_setting[s] for s in settings]
+    results: list[TestResult] = []
+    for split in splits:
+        split_cfg = cfg.clone()
+        split_cfg.TEST.DATA_SELECT = split
+        by_setting: dict[TTASetting, TestResult] = {}
+        for p in passes:
+            scores = run_pass(model, split_cfg, p, open_fn)
+            column = {c: j for j, c in enumerate(p.needed_columns())}
+            for setting, cols in p.outputs:
+                by_setting[setting] = write_setting(split_cfg, setting, scores, [column[c] for c in cols])
+        results.extend(by_setting[s] for s in settings)
     _save_results(cfg, results[0])
     barrier()
     return results

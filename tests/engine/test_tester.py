@@ -325,3 +325,27 @@ def test_forward_chunks_are_bounded_and_keep_clip_order():
 def test_training_split_is_rejected(data_root, tmp_path):
     with pytest.raises(ValueError, match="training split"):
         tester.test(make_cfg(data_root, tmp_path, "TEST.DATA_SELECT", "train_label"))
+
+
+def test_also_splits_equal_separate_runs(data_root, weights, tmp_path):
+    torch.set_num_threads(1)
+    both = make_cfg(
+        data_root, tmp_path / "both",
+        "TEST.CHECKPOINT_FILE_PATH", str(weights),
+        "TEST.DATA_SELECT", "dark_unlabel",
+        "TEST.ALSO_SPLITS", ["test"],
+    )  # fmt: skip
+    results = tester.test(both)
+    assert [r.pkl_path.name for r in results] == [
+        f"dark_unlabelx{FRAMES}x{CROP}x1x1.pkl",
+        f"testx{FRAMES}x{CROP}x1x1.pkl",
+    ]
+    for split in ("dark_unlabel", "test"):
+        alone = make_cfg(
+            data_root, tmp_path / split, "TEST.CHECKPOINT_FILE_PATH", str(weights), "TEST.DATA_SELECT", split
+        )
+        tester.test(alone)
+        name = f"{split}x{FRAMES}x{CROP}x1x1.pkl"
+        a, b = read_pkl(tmp_path / "both" / name), read_pkl(tmp_path / split / name)
+        assert a["video_names"] == b["video_names"]
+        np.testing.assert_allclose(a["video_preds"], b["video_preds"], atol=1e-6)
