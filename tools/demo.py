@@ -137,7 +137,7 @@ def accuracy_of_pkls(paths: list[Path], labels: dict[str, int]) -> tuple[float, 
         out = load_pkl(p)
         order = np.argsort(np.asarray(out.names))
         n = np.asarray(out.names)[order]
-        scores = out.scores[order].astype(np.float64)
+        scores = out.preds[order].astype(np.float64)
         e = np.exp(scores - scores.max(1, keepdims=True))
         prob = e / e.sum(1, keepdims=True)
         if names is not None and not np.array_equal(names, n):

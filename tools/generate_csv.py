@@ -144,7 +144,13 @@ def check_videos(source: Source, backend: str) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prefix", required=True, help="data root holding the source folders (DATA.PATH_PREFIX)")
+    p.add_argument(
+        "--prefix",
+        "--root",
+        dest="prefix",
+        required=True,
+        help="data root with the source folders (DATA.PATH_PREFIX)",
+    )
     p.add_argument("--out", default=None, help="folder for the lists (default: --prefix)")
     p.add_argument("--cfg", default=None, help="config whose DATA.ROOT_* / DATA.CSV_* names to use")
     p.add_argument("--separator", default=",", help="field separator (default ',', as the shipped lists)")

@@ -31,7 +31,6 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 
 import av
 import numpy as np
@@ -203,7 +202,7 @@ def _plan_background(
     height: int,
 ) -> _BackgroundPlan:
     """A slowly panning crop of a footage clip (procedural without footage), played back and forth."""
-    clip = footage[rng.integers(len(footage))] if footage else _procedural_footage(gen, width, height, 48)
+    clip = footage[rng.integers(len(footage))] if footage else _procedural_footage(gen, width, height, n)
     total, fh, fw = clip.shape[:3]
     start = int(rng.integers(total))
     direction = 1 if rng.random() < 0.5 else -1
@@ -443,37 +442,6 @@ def _render(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
     return out
 
 
-def rgb_to_yuv420p(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 RGB (n, H, W, 3) -> uint8 planes Y (n, H, W), U and V (n, H/2, W/2): BT.601, limited range."""
-    n, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"4:2:0 video needs an even width and height, got {w}x{h}")
-    rgb = frames.astype(np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
-    sub = rgb.reshape(n, h // 2, 2, w // 2, 2, 3).mean(axis=(2, 4))  # 2x2 average before the chroma matrix
-    r2, g2, b2 = sub[..., 0], sub[..., 1], sub[..., 2]
-    u = 128.0 + (-37.797 * r2 - 74.203 * g2 + 112.0 * b2) / 255.0
-    v = 128.0 + (112.0 * r2 - 93.786 * g2 - 18.214 * b2) / 255.0
-    y, u, v = (np.floor(p + 0.5).clip(0, 255).astype(np.uint8) for p in (y, u, v))
-    return y, u, v
-
-
-def _yuv_frame(planes: Sequence[np.ndarray]) -> av.VideoFrame:
-    """A yuv420p frame whose row padding is zero.
-
-    The encoder reads the bytes past each row's end; left uninitialised (as the converters and ``from_ndarray``
-    leave them) they make the output depend on the process's memory history.
-    """
-    height, width = planes[0].shape
-    frame = av.VideoFrame(width, height, "yuv420p")
-    for plane, data in zip(frame.planes, planes):
-        buffer = np.zeros((data.shape[0], plane.line_size), dtype=np.uint8)
-        buffer[:, : data.shape[1]] = data
-        plane.update(buffer)
-    return frame
-
-
 def write_video(path: str, frames: np.ndarray, fps: int, dark: bool) -> None:
     """Encodes uint8 (n, H, W, 3) RGB frames: H.264 yuv420p in .mp4, MPEG-4 part 2 in .avi; atomic rename.
 
@@ -488,15 +456,14 @@ def write_video(path: str, frames: np.ndarray, fps: int, dark: bool) -> None:
             if ext == ".avi":
                 stream = container.add_stream("mpeg4", rate=fps, options={"qscale": "6" if dark else "3"})
             else:
-                options = {"crf": "28" if dark else "22", "preset": "veryfast"}
+                # x264's macroblock-tree rate control reads uninitialised memory here (output bytes varied from
+                # run to run); without it, and on one thread, the same frames always give the same file
+                options = {"crf": "28" if dark else "22", "preset": "veryfast", "x264-params": "mbtree=0"}
                 stream = container.add_stream("libx264", rate=fps, options=options)
-                stream.codec_context.thread_count = 1  # one thread: the same bytes run to run
+                stream.codec_context.thread_count = 1
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            y, u, v = rgb_to_yuv420p(frames)
-            for t in range(n):
-                frame = _yuv_frame((y[t], u[t], v[t]))
-                frame.pts, frame.time_base = t, Fraction(1, fps)  # explicit: rate control reads timestamps
-                for packet in stream.encode(frame):
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -171,6 +172,7 @@ def test_cli_refuses_a_non_empty_folder(tmp_path, capsys):
 
     spec = importlib.util.spec_from_file_location("make_synthetic", REPO_ROOT / "tools" / "make_synthetic.py")
     tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool
     spec.loader.exec_module(tool)
     (tmp_path / "keep.txt").write_text("x")
     assert tool.main(["--out", str(tmp_path), "--num-classes", "1", "--videos-per-class", "1"]) == 2
