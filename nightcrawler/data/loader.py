@@ -115,9 +115,9 @@ def build_loader(
         num_workers: default DATA_LOADER.NUM_WORKERS (persistent workers when > 0).
         open_fn: reader factory (tests).
 
-    With torch.distributed initialised and more than one process, shuffled loaders use a
-    ``DistributedSampler`` (seed RNG_SEED; call ``loader.sampler.set_epoch``) and ordered ones an
-    :class:`EvalShardSampler`.
+    With torch.distributed initialised and more than one process, shuffled loaders and training splits use a
+    ``DistributedSampler`` (seed RNG_SEED; call ``loader.sampler.set_epoch``), ordered test splits an
+    :class:`EvalShardSampler` (always, so ``loader.sampler.indices`` names this process's videos).
     """
     info = split_info(split)
     dataset = build_dataset(cfg, split, gamma=gamma, views=views, crops=crops, open_fn=open_fn)
@@ -134,7 +134,9 @@ def build_loader(
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.RNG_SEED)
     elif shuffle:
         sampler = RandomSampler(dataset)
-    elif world > 1 or not info.training:
+    elif info.training and world > 1:  # equal batch counts on every rank (DDP steps in lockstep)
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+    elif not info.training:
         sampler = EvalShardSampler(len(dataset), world, rank)
     else:
         sampler = SequentialSampler(dataset)

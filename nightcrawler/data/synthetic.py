@@ -205,7 +205,7 @@ def _plan_background(
     clip = footage[rng.integers(len(footage))] if footage else _procedural_footage(gen, width, height, n)
     total, fh, fw = clip.shape[:3]
     start = int(rng.integers(total))
-    direction = 1 if rng.random() < 0.5 else -1
+    direction = (1 if rng.random() < 0.5 else -1) * _KNOBS["bg_speed"]
     period = max(1, 2 * (total - 1))
     frame_ids = []
     for t in range(n):
@@ -213,7 +213,7 @@ def _plan_background(
         frame_ids.append(k if k < total else period - k)
     x0, y0 = rng.uniform(0, fw - width), rng.uniform(0, fh - height)
     x1, y1 = rng.uniform(0, fw - width), rng.uniform(0, fh - height)
-    pan = [t / max(1, n - 1) * 0.3 for t in range(n)]  # 30% of the way from (x0, y0) to (x1, y1)
+    pan = [t / max(1, n - 1) * _KNOBS["pan"] for t in range(n)]  # part of the way from (x0, y0) to (x1, y1)
     step = -1 if rng.random() < 0.5 else 1
     return _BackgroundPlan(
         source=clip.numpy(),
@@ -244,6 +244,8 @@ def _object_texture(
         )
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     angle = rng.uniform(0, math.pi)
+    if _KNOBS["stripe_cue"] >= 0:
+        angle = _KNOBS["stripe_cue"] * math.pi + 0.1 * (angle - math.pi / 2)
     freq = rng.uniform(2.0, 5.0) * math.pi
     stripes = (torch.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle))) > 0).float()
     c1, c2 = torch.tensor(rng.uniform(0, 1, 3)).float(), torch.tensor(rng.uniform(0, 1, 3)).float()
@@ -399,6 +401,7 @@ class LowLight:
         return signal.add_(torch.randn(signal.shape, generator=gen).mul_(std))
 
 
+_KNOBS = {"bg_speed": 1, "pan": 0.3, "object_size": (0.22, 0.32), "stripe_cue": -1.0, "bg_contrast": 1.0}
 _CHUNK = 8  # frames rendered at a time (keeps buffers small; the output does not depend on it)
 
 
@@ -426,7 +429,7 @@ def _render(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
     n, W, H = job.num_frames, spec.width, spec.height
     footage = () if spec.procedural else load_footage(W, H)
     background = _plan_background(footage, rng, gen, n, W, H)
-    size = int(rng.uniform(0.22, 0.32) * H)
+    size = int(rng.uniform(*_KNOBS["object_size"]) * H)
     texture = _object_texture(footage, rng, gen, size)
     track = motion_track(CLASS_NAMES[job.label], n, rng, W, H)
     low_light = LowLight.draw(rng, W, H) if job.dark else None

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from nightcrawler.data import sampling
 from nightcrawler.data.csvs import VideoRow, parse_video_list
-from nightcrawler.data.decoders import VideoDecodeError, open_video, parse_backend
+from nightcrawler.data.decoders import BackendUnavailableError, VideoDecodeError, open_video, parse_backend
 from nightcrawler.data.transforms import apply_gamma, test_views
 
 logger = logging.getLogger(__name__)
@@ -253,6 +253,8 @@ class UG2Dataset(Dataset):
                     return reader.frames_at(wanted), wanted
             except VideoDecodeError as exc:
                 error = exc
+            except BackendUnavailableError:
+                raise  # a set-up problem, not a bad video
             except (OSError, RuntimeError, ValueError, IndexError) as exc:
                 error = VideoDecodeError(path, f"{type(exc).__name__}: {exc}")
         assert error is not None

@@ -129,6 +129,8 @@ def test_simulated_ranks_pick_distributed_samplers(tmp_path, monkeypatch):
         train = build_loader(cfg, "train_unlabel", open_fn=fake_open(VIDEOS))
         assert isinstance(train.sampler, DistributedSampler)
         assert (train.sampler.num_replicas, train.sampler.rank, train.batch_size) == (2, rank, 2)
+        ordered = build_loader(cfg, "train_label", shuffle=False, open_fn=fake_open(VIDEOS))
+        assert isinstance(ordered.sampler, DistributedSampler) and not ordered.sampler.shuffle
         test = build_loader(cfg, "dark_unlabel", open_fn=fake_open(VIDEOS))
         assert isinstance(test.sampler, EvalShardSampler) and test.batch_size == 1  # 12 // (2 * 6)
         seen += [i for b in test for i in b["index"].tolist()]

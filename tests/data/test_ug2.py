@@ -420,3 +420,17 @@ def test_dense_dataset_uses_dense_sampling(tmp_path):
     cfg.TRAIN.DATASET = "ug2"
     train = build_dataset(cfg, "train_unlabel")
     assert train.clip_indices(100, None, rng_a) == sampling.dense_indices(100, 4, 2, rng=rng_b)
+
+
+def test_missing_decoder_library_is_not_a_bad_video(tmp_path):
+    from nightcrawler.data.decoders import BackendUnavailableError
+
+    def no_backend(path, backend="auto", threads=1):
+        raise BackendUnavailableError("decord backend selected but not importable")
+
+    csv, roots = make_list(tmp_path, [("a.mp4", 1), ("b.mp4", 2)])
+    ds = UG2Dataset(
+        "train_label", csv, roots, num_classes=11, train_transform=frame_values_transform, open_fn=no_backend
+    )
+    with pytest.raises(BackendUnavailableError, match="decord"):
+        ds[0]

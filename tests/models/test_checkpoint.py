@@ -293,3 +293,8 @@ def test_convert_tool_writes_clean_pyth(tmp_path, sf):
     model.load_state_dict(written["model_state"], strict=True)
     _assert_loaded(model, {k.removeprefix("module.backbone."): v for k, v in weights.items()})
     assert list(out.parent.iterdir()) == [out]  # no temporary file left behind
+    bad = tmp_path / "bad.pyth"
+    rc = _convert_tool().main(
+        ["--cfg", str(CONFIGS / "uniformer_tiny.yaml"), "--input", str(out), "--output", str(bad)]
+    )
+    assert rc == 1 and not bad.exists()  # SF weights for a UniFormer config: refused, nothing written

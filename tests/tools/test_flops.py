@@ -36,9 +36,10 @@ def _cfg(flat: dict):
     return cfg
 
 
-@pytest.mark.parametrize("manifest", ["manifest_uniformer_b32_k600.json", "manifest_sf32_k700.json"])
-def test_full_size_counts_match_the_original(manifest):
-    ref = _reference(f"manifests/{manifest}")
+def test_full_size_uniformer_counts_match_the_original():
+    # UniFormer-B exercises every counted operator (conv, BN, LN, linear, attention matmuls); SF's full-size
+    # parameters are checked in test_slowfast.py and its count convention on the tiny model below.
+    ref = _reference("manifests/manifest_uniformer_b32_k600.json")
     result = _flops_tool().model_complexity(_cfg(ref["cfg"]))
     assert result["view"] == [1, 3, 32, 224, 224]
     assert result["params"] == ref["num_parameters"]
