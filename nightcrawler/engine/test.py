@@ -422,7 +422,7 @@ def test(cfg: CfgNode, open_fn=None) -> list[TestResult]:
     for split in splits:
         if split not in TEST_SPLITS:
             raise ValueError(
-                f"TEST.DATA_SELECT / ALSO_SPLITS entry {split!r} is not a test split; the tester reads one of "
+                f"TEST.DATA_SELECT / ALSO_SPLITS entry {split!r} is a training split or unknown; the tester reads one of "
                 f"{', '.join(TEST_SPLITS)} (total_unlabel: all unlabelled dark videos, dark-train first)"
             )
     settings = list(dict.fromkeys(tta_settings(cfg)))
