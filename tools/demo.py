@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +50,15 @@ class DemoPlan:
     stages: int
     models: list[str]
     seed: int
-    extra_opts: list[str] = field(default_factory=list)
+    num_classes: int = 5
+    class_cue: float = 1.0
 
 
 def make_plan(args: argparse.Namespace) -> DemoPlan:
     if args.quick:
-        plan = DemoPlan(2, 4, 40, 2, 1, 1, args.models, args.seed)
+        plan = DemoPlan(3, 6, 40, 3, 1, 1, args.models, args.seed)
     else:
-        plan = DemoPlan(4, 12, 48, 10, 3, 2, args.models, args.seed)
+        plan = DemoPlan(8, 16, 48, 12, 3, 2, args.models, args.seed)
     if args.stages is not None:
         plan.stages = args.stages
     if args.epochs is not None:
@@ -104,17 +105,19 @@ def pkl_name(split: str, frames: int, crop: int, views: int, crops: int, suffix:
 
 
 def write_demo_configs(
-    work: Path, models: list[str], pkl_total: str, test_pkls: dict[str, str]
+    work: Path, models: list[str], pkl_total: str, test_pkls: dict[str, str], class_names: list[str]
 ) -> tuple[Path, Path, Path]:
     """Stage (thresholded, keep-all) and ensemble YAMLs for the chosen models (equal weights), from the
     templates in configs/demo."""
     roles = {m: MODEL_CONFIGS[m] for m in models}
     weight = round(1.0 / len(models), 6)
     pseudo = yaml.safe_load((REPO / "configs" / "demo" / "pseudo.yaml").read_text())
+    ens = yaml.safe_load((REPO / "configs" / "demo" / "ensemble.yaml").read_text())
+    for c in (pseudo, ens):
+        c["num_classes"], c["class_names"] = len(class_names), list(class_names)
     pseudo["inputs"]["pkl_name"] = pkl_total
     pseudo["inputs"]["models"] = {roles[m]: f"exp_adapt_bn/{m}" for m in models}
     pseudo["fusion"]["weights"] = {roles[m]: weight for m in models}
-    ens = yaml.safe_load((REPO / "configs" / "demo" / "ensemble.yaml").read_text())
     ens["models"] = {roles[m]: f"exp_final/{m}" for m in models}
     for name, file in test_pkls.items():
         ens["pkl_sets"][name] = {"default": file}
@@ -261,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     frames, crop = demo_cfg.DATA.NUM_FRAMES, demo_cfg.DATA.TEST_CROP_SIZE
     test_labels = read_labelled_list(data / "hidden" / "test_labels.csv")
     unlabel_labels = read_labelled_list(data / "hidden" / "total_unlabel_labels.csv")
-    common = {"DATA__PATH_PREFIX": str(data), "RNG_SEED": plan.seed}
+    class_names = json.loads((data / "synthetic.json").read_text())["class_names"]
+    common = {"DATA__PATH_PREFIX": str(data), "RNG_SEED": plan.seed, "MODEL__NUM_CLASSES": len(class_names)}
     test_1x1 = pkl_name("test", frames, crop, 1, 1)
     total_1x1 = pkl_name("total_unlabel", frames, crop, 1, 1)
 
@@ -331,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Steps 2-4: pseudo labels from the ensemble, then semi-supervised re-training, `stages` times.
     final_pkls = {"views_1x1": test_1x1, "views_3x3": pkl_name("test", frames, crop, 3, 3)}
-    pseudo_cfg, pseudo_last_cfg, ens_cfg = write_demo_configs(work, plan.models, total_1x1, final_pkls)
+    pseudo_cfg, pseudo_last_cfg, ens_cfg = write_demo_configs(
+        work, plan.models, total_1x1, final_pkls, class_names
+    )
     roles = {m: MODEL_CONFIGS[m] for m in plan.models}
     pseudo_stats = {}
     prev = "exp_adapt_bn"

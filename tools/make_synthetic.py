@@ -36,6 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="labelled training videos per class (default: as above)",
     )
     p.add_argument("--frames", type=int, default=64, help="frames of the longest video, 30 fps (default 64)")
+    p.add_argument(
+        "--class-cue",
+        type=float,
+        default=0.0,
+        help="strength in [0, 1] of a class-specific object appearance (0: the motion alone tells the class)",
+    )
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="render processes")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
     return p.parse_args(argv)
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         videos_per_class=args.videos_per_class,
         labeled_per_class=args.labeled_per_class,
         frames=args.frames,
+        class_cue=args.class_cue,
     )
     last = [0.0]
 

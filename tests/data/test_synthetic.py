@@ -193,3 +193,19 @@ def test_cli_refuses_a_non_empty_folder(tmp_path, capsys):
     assert tool.main(argv) == 0
     assert len(parse_video_list(out / "total_unlabel.csv", num_classes=2)) == 4
     assert "synthetic set written" in capsys.readouterr().out
+
+
+def test_class_cue_gives_each_class_its_own_object_colours():
+    from nightcrawler.data.synthetic import VideoJob, render_video
+
+    spec = SyntheticSpec(seed=3, num_classes=5, frames=8, width=96, height=72, procedural=True, class_cue=1.0)
+    plain = SyntheticSpec(seed=3, num_classes=5, frames=8, width=96, height=72, procedural=True)
+
+    def job(label, i):
+        return VideoJob("labeled", f"{i}.mp4", label, (3, 1, i), 8, False)
+
+    # the cue changes the object only: without it the same job renders differently from with it
+    assert not np.array_equal(render_video(job(0, 1), spec), render_video(job(0, 1), plain))
+    assert np.array_equal(render_video(job(0, 1), spec), render_video(job(0, 1), spec))
+    with pytest.raises(ValueError, match="class_cue"):
+        make_synthetic_dataset("/nonexistent", SyntheticSpec(class_cue=1.5))
