@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
     "PyYAML==6.0.4",
+    "torchcodec==0.17.0",  # optional backend: needs FFmpeg's shared libraries (scripts/setup.sh installs them)
 ]
 EXTRAS = {
     "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-video==1.1.11"],
