@@ -256,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         str(plan.labeled_per_class),
         "--frames",
         str(plan.frames),
+        "--num-classes",
+        str(plan.num_classes),
+        "--class-cue",
+        str(plan.class_cue),
         what="generating the synthetic dark-video set",
     )
     from nightcrawler.config import load_config

@@ -412,12 +412,12 @@ class LowLight:
     @classmethod
     def draw(cls, rng: np.random.Generator, width: int, height: int) -> LowLight:
         gamma = rng.uniform(1.2, 1.7)
-        exposure = rng.uniform(0.05, 0.16)
+        exposure = rng.uniform(*_KNOBS["exposure"])
         cast = torch.tensor(rng.uniform(0.7, 1.3, 3)).float()
         cast = cast / cast.mean()
         yy, xx = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
         lx, ly, spread = rng.uniform(0.1, 0.9), rng.uniform(0.0, 0.7), rng.uniform(0.3, 0.6)
-        lamp = 0.45 + torch.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * spread**2))
+        lamp = _KNOBS["lamp_floor"] + torch.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * spread**2))
         gain = (exposure / lamp.mean()) * lamp[None] * cast[:, None, None]
         return cls(gamma, gain, rng.uniform(300.0, 900.0), rng.uniform(0.002, 0.006))
 
@@ -428,7 +428,14 @@ class LowLight:
         return signal.add_(torch.randn(signal.shape, generator=gen).mul_(std))
 
 
-_KNOBS = {"bg_speed": 1, "pan": 0.3, "object_size": (0.22, 0.32), "stripe_cue": -1.0, "bg_contrast": 1.0}
+_KNOBS = {
+    "bg_speed": 1,
+    "pan": 0.3,
+    "object_size": (0.22, 0.32),
+    "stripe_cue": -1.0,
+    "exposure": (0.05, 0.16),
+    "lamp_floor": 0.45,
+}
 _CHUNK = 8  # frames rendered at a time (keeps buffers small; the output does not depend on it)
 
 

@@ -33,6 +33,18 @@ __all__ = [
 _EXPLICIT_ATTENTION = False
 
 
+def init_transformer_weights(module: nn.Module) -> None:
+    """The ViT initialisation both UniFormer and MViT use (``model.apply(init_transformer_weights)``):
+    truncated-normal(0.02) Linear weights, zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 def set_explicit_attention(enabled: bool) -> None:
     """Selects the explicit softmax(QK^T)V attention (True) or the fused SDPA kernel (False) globally."""
     global _EXPLICIT_ATTENTION

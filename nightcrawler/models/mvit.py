@@ -21,7 +21,13 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from nightcrawler.models.layers import DropPath, Mlp, multi_head_attention, trunc_normal_
+from nightcrawler.models.layers import (
+    DropPath,
+    Mlp,
+    init_transformer_weights,
+    multi_head_attention,
+    trunc_normal_,
+)
 
 __all__ = [
     "MViT",
@@ -487,17 +493,7 @@ class MViT(nn.Module):
 
         for param in self.parameters(recurse=False):
             trunc_normal_(param, std=0.02)  # position embeddings and class token
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        self.apply(init_transformer_weights)
 
     def no_weight_decay(self) -> set[str]:
         """Names of the top-level parameters exempt from weight decay (MVIT.ZERO_DECAY_POS_CLS)."""

@@ -19,7 +19,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from nightcrawler.models.layers import Attention, DropPath, Mlp, trunc_normal_
+from nightcrawler.models.layers import Attention, DropPath, Mlp, init_transformer_weights
 
 __all__ = [
     "CBlock",
@@ -298,22 +298,12 @@ class Uniformer(nn.Module):
         self.num_features = num_features
         self.head = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
-        self.apply(self._init_weights)
+        self.apply(init_transformer_weights)
         if split:
             # start the temporal attention as a pass-through of its value path (original initialisation)
             for name, param in self.named_parameters():
                 if ".t_attn." in name:
                     nn.init.constant_(param, 1.0 if name.endswith("t_attn.proj.weight") else 0.0)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     def _run_stage(self, blocks: nn.ModuleList, num_checkpointed: int, x: torch.Tensor) -> torch.Tensor:
         checkpointing = self.use_checkpoint and self.training and torch.is_grad_enabled()

@@ -43,19 +43,6 @@ def find_free_port() -> int:
         return s.getsockname()[1]
 
 
-def all_reduce_mean(values: list[float] | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    """Mean over processes of a float vector (returned on the CPU)."""
-    t = torch.as_tensor(values, dtype=torch.float64).clone()
-    if is_dist():
-        dev = device or (
-            torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-        )
-        t = t.to(dev) if dev is not None else t
-        dist.all_reduce(t)
-        t = t.cpu() / get_world_size()
-    return t
-
-
 def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
     """Sum over processes of a numeric vector (returned on the CPU, float64)."""
     t = torch.as_tensor(values, dtype=torch.float64).clone()
@@ -67,6 +54,11 @@ def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device | No
         dist.all_reduce(t)
         t = t.cpu()
     return t
+
+
+def all_reduce_mean(values: list[float] | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """Mean over processes of a numeric vector (returned on the CPU, float64)."""
+    return all_reduce_sum(values, device) / get_world_size()
 
 
 def all_gather_object(obj: Any) -> list[Any]:
