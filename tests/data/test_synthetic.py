@@ -15,9 +15,11 @@ from nightcrawler.data.synthetic import (
     CLASS_NAMES,
     Layout,
     SyntheticSpec,
+    VideoJob,
     make_synthetic_dataset,
     motion_track,
     plan_videos,
+    render_video,
 )
 from nightcrawler.data.transforms import gamma_lut
 
@@ -128,11 +130,12 @@ def test_dark_videos_are_dark_and_gamma_recovers_them(built):
     normal_mean, dark_mean = _mean_brightness(normal), _mean_brightness(dark)
     corrected = _mean_brightness(dark, gamma_lut(0.25))
     assert 60 < normal_mean < 160
-    assert dark_mean < 0.2 * normal_mean  # a large shift of the input statistics (BatchNorm sees it)
+    assert dark_mean < 0.25 * normal_mean  # a large shift of the input statistics (BatchNorm sees it)
     assert 0.6 * normal_mean < corrected < 1.4 * normal_mean  # gamma 0.25 brings the level back
-    with open_video(dark[0]) as reader:
-        frames = reader.frames_at([0, 1]).float()
-    assert (frames[0] - frames[1]).abs().mean() > 0.5  # sensor noise changes from frame to frame
+    # the camera model adds fresh sensor noise to every frame (the encoder smooths part of it away)
+    job = VideoJob("dark", "0.mp4", 0, (7, 3, 1), 4, True)
+    frames = render_video(job, SyntheticSpec(frames=4, procedural=True)).astype(np.float32)
+    assert np.abs(frames[0] - frames[1]).mean() > 1.0
 
 
 def test_motions_differ_the_way_their_names_say():
@@ -196,8 +199,6 @@ def test_cli_refuses_a_non_empty_folder(tmp_path, capsys):
 
 
 def test_class_cue_gives_each_class_its_own_object_colours():
-    from nightcrawler.data.synthetic import VideoJob, render_video
-
     spec = SyntheticSpec(seed=3, num_classes=5, frames=8, width=96, height=72, procedural=True, class_cue=1.0)
     plain = SyntheticSpec(seed=3, num_classes=5, frames=8, width=96, height=72, procedural=True)
 
