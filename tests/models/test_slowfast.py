@@ -92,7 +92,9 @@ def test_train_mode_logits_and_bn_buffers(fixture):
         if k.endswith("num_batches_tracked"):
             assert int(ours[k]) == int(v), k
         else:
-            assert (ours[k] - v).abs().max().item() <= 1e-5, k
+            # The fixture's 1e-5, scaled like the logits bound: running variances reach ~20 here, where one
+            # float32 ulp is 2e-6 and the batch variance's summation order (thread count) moves a few ulps.
+            assert (ours[k] - v).abs().max().item() <= 1e-5 * max(1.0, v.abs().max().item()), k
 
 
 def test_slow_pathway_takes_every_fourth_frame(fixture, model):

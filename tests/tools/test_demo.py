@@ -33,9 +33,15 @@ def test_quick_demo_runs_every_step_and_writes_a_complete_submission(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["Video"] for r in rows] == test_rows
     assert [int(r["VideoID"]) for r in rows] == list(range(len(test_rows)))
-    assert all(0 <= int(r["ClassID"]) < 11 for r in rows)
-    probs = [[float(r[f"p{c}"]) for c in range(11)] for r in rows]
+    num_classes = len(json.loads((work / "data" / "synthetic.json").read_text())["class_names"])
+    assert num_classes == summary["plan"]["num_classes"]
+    assert all(0 <= int(r["ClassID"]) < num_classes for r in rows)
+    assert f"p{num_classes}" not in rows[0]
+    probs = [[float(r[f"p{c}"]) for c in range(num_classes)] for r in rows]
     assert all(abs(sum(p) - 1) < 1e-3 for p in probs)
-    # the pseudo labels the stage script wrote cover the unlabelled dark videos, with 11 probabilities each
+    # the pseudo labels the stage script wrote cover the unlabelled dark videos, one probability per class
     stage_csv = work / "data" / "pseudo" / "stage1.csv"
-    assert all(len(r) == 13 for r in csv.reader(open(stage_csv)))
+    unlabelled = {r[0] for r in csv.reader(open(work / "data" / "total_unlabel.csv"))}
+    pseudo_rows = list(csv.reader(open(stage_csv)))
+    assert pseudo_rows and all(len(r) == 2 + num_classes for r in pseudo_rows)
+    assert {r[0] for r in pseudo_rows} <= unlabelled
