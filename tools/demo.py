@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             data,
             "BN.SPLIT",
             "train_label",
+            "BN.GAMMA",  # normal-light clips as they are: the demo config gamma-corrects only the dark ones
+            -1.0,
             "OUTPUT_DIR",
             src,
             what=f"{m}: BN statistics of the normal-light videos (source-only reference)",

@@ -50,17 +50,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     os.makedirs(os.path.join(cfg.OUTPUT_DIR, "checkpoints"), exist_ok=True)
-    if args.self_test:
-        launch_job(cfg, args.init_method, distributed_selftest)
-        return 0
-    if cfg.TRAIN.ENABLE:
-        from nightcrawler.engine.train import train
+    try:
+        if args.self_test:
+            launch_job(cfg, args.init_method, distributed_selftest)
+            return 0
+        if cfg.TRAIN.ENABLE:
+            from nightcrawler.engine.train import train
 
-        launch_job(cfg, args.init_method, train)
-    if cfg.TEST.ENABLE:
-        from nightcrawler.engine.test import test
+            launch_job(cfg, args.init_method, train)
+        if cfg.TEST.ENABLE:
+            from nightcrawler.engine.test import test
 
-        launch_job(cfg, args.init_method, test)
+            launch_job(cfg, args.init_method, test)
+    except ConfigError as exc:  # a launch layout (SLURM, torchrun) that does not fit the config
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

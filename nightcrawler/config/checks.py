@@ -72,10 +72,45 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     return cfg
 
 
+def apply_world_layout(cfg: CfgNode, world_size: int, local_world_size: int, rank: int) -> CfgNode:
+    """Checks ``cfg`` against the process group that actually exists and records its machines in place.
+
+    ``local_world_size`` is the number of processes on this machine (the spawned processes, ``LOCAL_WORLD_SIZE``
+    under torchrun, the tasks per node under SLURM). Sets NUM_SHARDS to the number of machines
+    (``world_size / local_world_size``) and SHARD_ID to this machine's index, so that BASE_LR_SCALE_NUM_SHARDS
+    scales by the real machine count under torchrun too; for a launch by ``NUM_SHARDS``/``SHARD_ID`` both stay as
+    they were. Raises ConfigError when the world is not whole machines, when a NUM_SHARDS other than 1 disagrees
+    with it, or when TRAIN.BATCH_SIZE (split over all processes) is not a multiple of the world size, or
+    TEST.BATCH_SIZE not a multiple of the processes per machine (the original's rule, with real counts).
+    """
+    if local_world_size < 1 or world_size < local_world_size or world_size % local_world_size:
+        raise ConfigError(
+            f"world size {world_size} is not a whole number of machines of {local_world_size} process(es) each"
+        )
+    machines = world_size // local_world_size
+    if cfg.NUM_SHARDS not in (1, machines):
+        raise ConfigError(
+            f"NUM_SHARDS = {cfg.NUM_SHARDS} but the process group has {machines} machine(s): world size "
+            f"{world_size} = {local_world_size} process(es) per machine x {machines}"
+        )
+    for key, divisor, what in (
+        ("TRAIN.BATCH_SIZE", world_size, f"the world size ({world_size} = {machines} x {local_world_size})"),
+        ("TEST.BATCH_SIZE", local_world_size, f"the processes per machine ({local_world_size})"),
+    ):
+        section, name = key.split(".")
+        value = cfg[section][name]
+        if value <= 0 or value % divisor:
+            raise ConfigError(f"{key} = {value} must be a positive multiple of {what}")
+    cfg.NUM_SHARDS = machines
+    cfg.SHARD_ID = rank // local_world_size
+    return cfg
+
+
 def scaled_learning_rates(cfg: CfgNode) -> tuple[float, float, float]:
     """(BASE_LR, WARMUP_START_LR, COSINE_END_LR), multiplied by NUM_SHARDS when BASE_LR_SCALE_NUM_SHARDS.
 
-    As the original, the rates scale with the number of machines, not with GPUs or the batch size.
+    As the original, the rates scale with the number of machines, not with GPUs or the batch size; the
+    launcher sets NUM_SHARDS to the real machine count (:func:`apply_world_layout`) before the job runs.
     """
     scale = cfg.NUM_SHARDS if cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS else 1
     return cfg.SOLVER.BASE_LR * scale, cfg.SOLVER.WARMUP_START_LR * scale, cfg.SOLVER.COSINE_END_LR * scale

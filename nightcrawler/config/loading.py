@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     """A configuration file or override that does not fit the key tree."""
 
 
+class FrozenConfigError(ConfigError, AttributeError):
+    """A merge or ``set_key`` into a frozen config (an AttributeError too, as yacs raises on frozen nodes)."""
+
+
 def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
     keys = []
     for k, v in node.items():
@@ -39,12 +43,12 @@ def _coerce(value: Any, default: Any, full_key: str, source: str) -> Any:
         )
     if value is None or default is None:
         return value
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return type(default)(_coerce_items(value, default, full_key, source))
     if type(value) is type(default):
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-        return type(default)(value)
     if isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
         # e.g. a numeric OUTPUT_DIR name on the command line
         return str(value)
@@ -52,6 +56,46 @@ def _coerce(value: Any, default: Any, full_key: str, source: str) -> Any:
         f"{source}: {full_key} expects a value of type {type(default).__name__} (default {default!r}), "
         f"got {value!r} of type {type(value).__name__}"
     )
+
+
+def _item_kind(item: Any) -> type:
+    return list if isinstance(item, (list, tuple)) else type(item)
+
+
+def _coerce_items(items: Sequence[Any], default: Sequence[Any], full_key: str, source: str) -> list[Any]:
+    """The items of a list value, checked against the item types of the default list.
+
+    An empty default (or one holding None) accepts anything; ints go into float lists as floats (bools never
+    count as ints); inner lists are checked against the items of all the default's inner lists (e.g.
+    ``UNIFORMER.PRUNE_RATIO``).
+    """
+    kinds = {_item_kind(d) for d in default}
+    if not kinds or type(None) in kinds:
+        return list(items)
+    out = []
+    for i, item in enumerate(items):
+        kind = _item_kind(item)
+        if kind is list and list in kinds:
+            inner = [x for d in default if isinstance(d, (list, tuple)) for x in d]
+            out.append(type(item)(_coerce_items(item, inner, f"{full_key}[{i}]", source)))
+        elif kind in kinds:
+            out.append(item)
+        elif kinds == {float} and kind is int:
+            out.append(float(item))
+        else:
+            expected = " or ".join(sorted(k.__name__ for k in kinds))
+            raise ConfigError(
+                f"{source}: {full_key} expects a list of {expected} items (default {list(default)!r}), "
+                f"got item {i} = {item!r} of type {type(item).__name__} in {list(items)!r}"
+            )
+    return out
+
+
+def _check_not_frozen(node: CfgNode, full_key: str, value: Any, source: str) -> None:
+    if node.is_frozen():
+        raise FrozenConfigError(
+            f"{source}: cannot set {full_key} to {value!r}: the config is frozen (call defrost() first)"
+        )
 
 
 def _unknown_key_error(cfg: CfgNode, full_key: str, source: str) -> ConfigError:
@@ -75,6 +119,7 @@ def merge_mapping(
                 raise ConfigError(f"{source}: {full_key} is a section and needs a mapping, got {value!r}")
             merge_mapping(current, value, source, full_key + ".", root)
         else:
+            _check_not_frozen(cfg, full_key, value, source)
             dict.__setitem__(cfg, key, _coerce(value, current, full_key, source))
 
 
@@ -146,6 +191,7 @@ class NightcrawlerCfgNode(CfgNode):
                 raise _unknown_key_error(self, full_key, source)
             if depth < len(parts) - 1:
                 node = node[part]
+        _check_not_frozen(node, full_key, value, source)
         dict.__setitem__(node, parts[-1], _coerce(value, node[parts[-1]], full_key, source))
 
 

@@ -68,6 +68,20 @@ def find_resume_checkpoint(output_dir: str | Path) -> Path | None:
     return epochs[-1] if epochs else None
 
 
+def remove_stale_temporaries(output_dir: str | Path) -> list[Path]:
+    """Deletes the temporary files a kill during a checkpoint write left behind (``.NAME.pyth.*.tmp`` beside
+    ``best.pyth`` and in ``checkpoints/``); the finished checkpoints are never touched. Returns what it removed."""
+    removed = []
+    for folder in (Path(output_dir), checkpoint_dir(output_dir)):
+        for tmp in folder.glob(".*.pyth.*.tmp"):
+            if tmp.is_file():
+                tmp.unlink()
+                removed.append(tmp)
+    if removed:
+        logger.info("removed %d unfinished checkpoint write(s) of a killed run: %s", len(removed), removed)
+    return removed
+
+
 def is_checkpoint_epoch(epoch: int, period: int, max_epoch: int) -> bool:
     """True when the 0-based ``epoch`` ends a ``period`` or is the last epoch."""
     return epoch + 1 == max_epoch or (period > 0 and (epoch + 1) % period == 0)
@@ -204,6 +218,8 @@ def resolve_start(
     The original's second rule (resume from ``best.pyth`` with its optimiser when ``TEST.TEST_BEST``) is left
     out on purpose: it restarts training from an older epoch's optimiser state (spec defect 10).
     """
+    if is_master():
+        remove_stale_temporaries(cfg.OUTPUT_DIR)
     if cfg.TRAIN.AUTO_RESUME:
         found = find_resume_checkpoint(cfg.OUTPUT_DIR)
         if found is not None:

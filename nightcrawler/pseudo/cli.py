@@ -239,7 +239,12 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grid", nargs=3, type=float, metavar=("START", "STOP", "NUM"), help="numpy linspace grid"
     )
-    parser.add_argument("--criterion", choices=CRITERIA, help="how to pick a threshold per class")
+    parser.add_argument(
+        "--criterion",
+        choices=CRITERIA,
+        help="how to pick a threshold per class (original: also counts a class's real videos over the whole "
+        "ground-truth file, as the original did; f1 / min_precision: over the videos with a PKL row)",
+    )
     parser.add_argument("--min-precision", type=float, help="target precision of --criterion min_precision")
     parser.add_argument("--out", help="thresholds YAML (default: ROOT/<config output>)")
     parser.add_argument("--table", help="also write every (class, threshold) metric row to this CSV")
@@ -298,12 +303,18 @@ def search_main(argv: Sequence[str] | None = None) -> int:
         root = Path(args.root)
         labels, confidence, truth, truth_map, gt_path = _search_data(args, scfg, cfg, root, info)
         start, stop, num = args.grid if args.grid else scfg.grid
-        table = sweep(labels, confidence, truth, np.linspace(start, stop, int(num)), cfg.num_classes)
+        criterion = args.criterion or scfg.criterion
+        # the original counts the real labels (R) over the whole ground-truth file, also videos without a PKL row
+        whole_file = np.bincount(np.fromiter(truth_map.values(), dtype=np.int64), minlength=cfg.num_classes)
+        table = sweep(
+            labels,
+            confidence,
+            truth,
+            np.linspace(start, stop, int(num)),
+            cfg.num_classes,
+            positives=whole_file if criterion == "original" else None,
+        )
         if args.original_printout:
-            # the original counts the real labels over the whole ground-truth file
-            whole_file = np.bincount(
-                np.fromiter(truth_map.values(), dtype=np.int64), minlength=cfg.num_classes
-            )
             for cls in args.classes or scfg.printout_classes:
                 if not 0 <= cls < cfg.num_classes:
                     raise PseudoLabelError(f"--class {cls} outside 0..{cfg.num_classes - 1}")
@@ -311,7 +322,6 @@ def search_main(argv: Sequence[str] | None = None) -> int:
                 print("\n".join(lines), flush=True)
                 if error:
                     print(f"the original search stops here for class {cls}: {error}", file=sys.stderr)
-        criterion = args.criterion or scfg.criterion
         min_precision = scfg.min_precision if args.min_precision is None else args.min_precision
         choices = choose_thresholds(table, criterion, min_precision, scfg.missing_threshold)
         header = (
@@ -360,7 +370,17 @@ def vote_parser() -> argparse.ArgumentParser:
         default=".",
         help="folder holding exp_pseudo_stage4/<model>/testx32x224x{1x3,3x3}.pkl and exp_experts/... (default: .)",
     )
-    parser.add_argument("--test-csv", help="test list, row i -> VideoID i (default: ROOT/data/test.csv)")
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument(
+        "--test-csv",
+        help="test list, row i -> VideoID i (default: ROOT/<config test_csv>, data/test.csv in the shipped "
+        "configs); a missing file is an error",
+    )
+    order.add_argument(
+        "--order-from-pkl",
+        action="store_true",
+        help="read no test CSV: rows follow the PKLs' own video_names order (PKLs written by our tester)",
+    )
     parser.add_argument(
         "--out-dir", help="folder for the per-mode files and the submission (default: ROOT/submission)"
     )
@@ -394,6 +414,18 @@ def vote_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _test_csv(explicit: str | None, root: Path, default: str) -> Path:
+    """The test list giving the submission's row order; missing (given or default) is an error."""
+    path = Path(explicit) if explicit else root / default
+    if not path.is_file():
+        where = "--test-csv" if explicit else f"the default ROOT/{default}"
+        raise PseudoLabelError(
+            f"test CSV not found: {path} ({where}); give the test list with --test-csv FILE, or pass "
+            "--order-from-pkl to order the rows by the PKLs' video_names instead"
+        )
+    return path
+
+
 def vote_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``test_ensemble_vote.py``."""
     args = vote_parser().parse_args(argv)
@@ -403,12 +435,7 @@ def vote_main(argv: Sequence[str] | None = None) -> int:
         mode_paths = resolve_mode_paths(
             cfg, root, _pairs(args.model_dir, "--model-dir"), _pairs(args.pkl, "--pkl")
         )
-        if args.test_csv:
-            test_csv = Path(args.test_csv)
-            if not test_csv.is_file():
-                raise PseudoLabelError(f"test CSV not found: {test_csv}")
-        else:
-            test_csv = root / cfg.test_csv if (root / cfg.test_csv).is_file() else None
+        test_csv = None if args.order_from_pkl else _test_csv(args.test_csv, root, cfg.test_csv)
         result = run_ensemble(cfg, mode_paths, test_csv, args.modes, args.vote_modes, args.vote)
         out_dir = Path(args.out_dir) if args.out_dir else root / cfg.out_dir
         written = write_ensemble_files(result, cfg, out_dir, args.probability_format)
@@ -417,7 +444,7 @@ def vote_main(argv: Sequence[str] | None = None) -> int:
     except PseudoLabelError as exc:
         return _error_exit(exc)
     if test_csv is None:
-        print("note: no test CSV found; rows follow the PKLs' own video_names order")
+        print("note: --order-from-pkl: no test CSV read; rows follow the PKLs' own video_names order")
     for name, mode in result.modes.items():
         changed = int((mode.rules.times_changed > 0).sum())
         counts = np.bincount(mode.final_pred, minlength=cfg.num_classes).tolist()

@@ -104,3 +104,64 @@ def test_lr_scaling_by_shards():
     base, start, end = scaled_learning_rates(cfg)
     assert base == pytest.approx(2e-4) and start == pytest.approx(2 * cfg.SOLVER.WARMUP_START_LR)
     assert end == pytest.approx(2 * cfg.SOLVER.COSINE_END_LR)
+
+
+def test_frozen_config_refuses_every_kind_of_merge(tmp_path):
+    from nightcrawler.config.loading import FrozenConfigError
+
+    cfg = get_cfg()
+    cfg.freeze()
+    with pytest.raises(FrozenConfigError, match="SOLVER.BASE_LR.*frozen") as err:
+        cfg.merge_from_list(["SOLVER.BASE_LR", "0.5"])
+    assert isinstance(err.value, ConfigError) and isinstance(
+        err.value, AttributeError
+    )  # yacs raises the latter
+    with pytest.raises(FrozenConfigError, match="TRAIN.BATCH_SIZE"):
+        set_flat(cfg, {"TRAIN.BATCH_SIZE": 8})
+    override = tmp_path / "o.yaml"
+    override.write_text("DATA:\n  MEAN: [0.5, 0.5, 0.5]\n")
+    with pytest.raises(FrozenConfigError, match="DATA.MEAN"):
+        cfg.merge_from_file(str(override))
+    assert cfg.SOLVER.BASE_LR == 0.1 and cfg.TRAIN.BATCH_SIZE == 64 and cfg.DATA.MEAN == [0.45, 0.45, 0.45]
+    cfg.defrost()
+    cfg.merge_from_list(["SOLVER.BASE_LR", "0.5"])
+    assert cfg.SOLVER.BASE_LR == 0.5
+
+
+def test_list_items_must_fit_the_default_item_type(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["DATA.MEAN", "['a',1,2]"])
+    msg = str(err.value)
+    assert "DATA.MEAN" in msg and "float" in msg and "'a'" in msg and "command line" in msg
+    with pytest.raises(ConfigError, match=r"UNIFORMER.DEPTH .*list of int.*2.5"):
+        load_config(None, ["UNIFORMER.DEPTH", "[2, 2.5, 3, 2]"])
+    with pytest.raises(ConfigError, match="DATA.STD .*True"):
+        load_config(None, ["DATA.STD", "[True, 0.2, 0.2]"])  # a bool is not a number here
+    with pytest.raises(ConfigError, match="TRAIN.EVAL_SPLITS"):
+        load_config(None, ["TRAIN.EVAL_SPLITS", "['arid', 3]"])
+    with pytest.raises(ConfigError, match=r"UNIFORMER.PRUNE_RATIO\[1\]"):
+        load_config(None, ["UNIFORMER.PRUNE_RATIO", "[[], ['x']]"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("DATA:\n  STD: [0.2, high, 0.2]\n")
+    with pytest.raises(ConfigError, match="DATA.STD") as err:
+        load_config(str(bad))
+    assert str(bad) in str(err.value)
+
+
+def test_fitting_list_items_are_kept_and_ints_become_floats():
+    cfg = load_config(
+        None,
+        [
+            "DATA.MEAN",
+            "[0, 1, 0.5]",
+            "UNIFORMER.PRUNE_RATIO",
+            "[[], [1, 0.5]]",
+            "DATA.SPECIAL_LABEL_LIST",
+            "[1, 2, 3]",
+            "MVIT.DIM_MUL",
+            "[[1, 2.0], [3, 2.0]]",  # an empty default accepts any items
+        ],
+    )
+    assert cfg.DATA.MEAN == [0.0, 1.0, 0.5] and all(isinstance(x, float) for x in cfg.DATA.MEAN)
+    assert cfg.UNIFORMER.PRUNE_RATIO == [[], [1, 0.5]]
+    assert cfg.DATA.SPECIAL_LABEL_LIST == [1, 2, 3] and cfg.MVIT.DIM_MUL == [[1, 2.0], [3, 2.0]]

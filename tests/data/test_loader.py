@@ -1,10 +1,14 @@
-"""Loaders: batch layout of both collates, batch sizes, samplers (incl. simulated ranks), workers."""
+"""Loaders: batch layout of both collates, batch sizes, samplers (incl. simulated ranks), workers, seeding."""
 
 from __future__ import annotations
 
+import json
+import random
+
+import numpy as np
 import pytest
 import torch
-from torch.utils.data import DistributedSampler, RandomSampler
+from torch.utils.data import DistributedSampler, RandomSampler, get_worker_info
 
 from nightcrawler.data import loader as loader_mod
 from nightcrawler.data.loader import (
@@ -14,6 +18,7 @@ from nightcrawler.data.loader import (
     collate_train,
     default_batch_size,
 )
+from nightcrawler.utils.seeding import seed_everything, worker_init_fn
 from tests.data.test_ug2 import _layout, fake_open
 
 VIDEOS = {
@@ -142,7 +147,89 @@ def test_worker_processes_report_failures_and_persist(tmp_path):
     cfg.TRAIN.BATCH_SIZE = 3
     videos = {k: v for k, v in VIDEOS.items() if k != "Jump_001.avi"}  # one training video is broken
     loader = build_loader(cfg, "train_label", num_workers=1, shuffle=False, open_fn=fake_open(videos))
-    assert loader.persistent_workers and loader.worker_init_fn is not None
+    assert loader.persistent_workers and loader.worker_init_fn is worker_init_fn
     batch = next(iter(loader))
     assert batch["failed"].item() == 1
     assert batch["index"].tolist()[2:4] != [1, 1]  # the broken video was replaced by another one
+
+
+class DrawRecorder:
+    """open_fn serving fake videos that first records, in whichever process opens them, one draw each from
+    Python's ``random``, NumPy's and torch's global generators, with the worker id and torch's initial seed,
+    as a JSON line in ``folder/worker<id>.jsonl`` (workers are separate processes: files, not lists)."""
+
+    def __init__(self, videos: dict, folder):
+        self.open = fake_open(videos)
+        self.folder = folder
+
+    def __call__(self, path, backend="auto", threads=1):
+        info = get_worker_info()
+        draw = {
+            "worker": -1 if info is None else info.id,
+            "video": path.rsplit("/", 1)[-1],
+            "initial_seed": torch.initial_seed(),
+            "random": random.random(),
+            "numpy": float(np.random.rand()),
+            "torch": float(torch.rand(())),
+        }
+        with open(self.folder / f"worker{draw['worker']}.jsonl", "a") as f:
+            f.write(json.dumps(draw) + "\n")
+        return self.open(path, backend, threads)
+
+
+def _seeded_epochs(cfg, folder, epochs=2):
+    """Batches of ``epochs`` epochs of the training loader (2 workers, one video per batch) and each worker's
+    draws, after seeding the process with RNG_SEED as the launcher does (rank 0)."""
+    folder.mkdir()
+    seed_everything(cfg.RNG_SEED)
+    loader = build_loader(
+        cfg, "train_label", batch_size=1, num_workers=2, open_fn=DrawRecorder(VIDEOS, folder)
+    )
+    batches = [batch for _ in range(epochs) for batch in loader]
+    del loader  # stops the persistent workers
+    draws = {
+        w: [json.loads(line) for line in (folder / f"worker{w}.jsonl").read_text().splitlines()]
+        for w in (0, 1)
+    }
+    return batches, draws
+
+
+def test_workers_are_seeded_from_rng_seed_and_differ_from_each_other(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.AUG.ENABLE, cfg.AUG.RE_PROB = True, 1.0  # erasing fills from torch's and reads random's generator
+    cfg.RNG_SEED = 7
+    batches, draws = _seeded_epochs(cfg, tmp_path / "a")
+    assert len(batches) == 6  # 3 videos x 2 epochs, batches alternate between the two workers
+    assert [len(draws[0]), len(draws[1])] == [4, 2]
+    assert sorted(b["index"][0].item() for b in batches[:3]) == [0, 1, 2]  # each video once an epoch
+
+    # the same seed: the same videos, clips, augmentations and draws in every worker
+    again, again_draws = _seeded_epochs(cfg, tmp_path / "b")
+    for batch, other in zip(batches, again, strict=True):
+        assert batch.keys() == other.keys()
+        for key in batch:
+            assert torch.equal(batch[key], other[key]), key
+    assert again_draws == draws
+
+    # the two workers draw different numbers from every generator; each worker's random and numpy
+    # generators are seeded by worker_init_fn from its torch seed
+    first = {w: draws[w][0] for w in (0, 1)}
+    assert first[0]["initial_seed"] != first[1]["initial_seed"]
+    for generator in ("random", "numpy", "torch"):
+        assert first[0][generator] != first[1][generator], generator
+    for w in (0, 1):
+        seed = first[w]["initial_seed"] % 2**32
+        assert first[w]["random"] == random.Random(seed).random()
+        assert first[w]["numpy"] == np.random.RandomState(seed).rand()
+    # persistent workers continue their streams: the second epoch draws anew
+    assert draws[0][2]["random"] != draws[0][0]["random"]
+    assert not torch.equal(batches[3]["inputs"], batches[0]["inputs"])
+
+    # another RNG_SEED: other worker seeds, draws and clips
+    cfg.RNG_SEED = 8
+    other, other_draws = _seeded_epochs(cfg, tmp_path / "c")
+    assert other_draws[0][0]["initial_seed"] != first[0]["initial_seed"]
+    for w in (0, 1):
+        for generator in ("random", "numpy", "torch"):
+            assert other_draws[w][0][generator] != draws[w][0][generator], (w, generator)
+    assert any(not torch.equal(b["inputs"], o["inputs"]) for b, o in zip(batches, other, strict=True))

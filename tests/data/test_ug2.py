@@ -171,7 +171,7 @@ def test_one_decode_equals_decoding_every_clip_separately(tmp_path):
 # --------------------------------------------------------------------------------------------- training
 
 
-def _training_dataset(csv, roots, videos, split="train_label", log=None, **kw):
+def _training_dataset(csv, roots, videos, split="train_label", log=None, open_fn=None, **kw):
     return UG2Dataset(
         split,
         csv,
@@ -180,7 +180,7 @@ def _training_dataset(csv, roots, videos, split="train_label", log=None, **kw):
         num_frames=8,
         train_transform=frame_values_transform,
         num_sample=2,
-        open_fn=fake_open(videos, log),
+        open_fn=open_fn or fake_open(videos, log),
         **kw,
     )
 
@@ -223,6 +223,77 @@ def test_failing_training_video_is_replaced_and_counted(tmp_path, caplog):
     assert item["failed"] == 1
     assert (item["index"], item["label"]) == (0, 3)  # the replacement's own index and label
     assert "bad.mp4" in caplog.text and "random other video" in caplog.text
+
+
+class FlakyOpen:
+    """open_fn over fake videos whose first ``failures[name]`` attempts fail, when opening the file
+    (``stage="open"``) or when reading its frames (``stage="read"``); counts attempts per file name."""
+
+    def __init__(self, videos: dict, failures: dict, stage: str = "open"):
+        self.videos, self.failures, self.stage = videos, failures, stage
+        self.attempts: dict[str, int] = {}
+
+    def __call__(self, path, backend="auto", threads=1):
+        name = path.rsplit("/", 1)[-1]
+        self.attempts[name] = self.attempts.get(name, 0) + 1
+        failing = self.attempts[name] <= self.failures.get(name, 0)
+        if failing and self.stage == "open":
+            raise VideoDecodeError(path, f"attempt {self.attempts[name]} failed")
+        reader = FakeReader(*self.videos[name])
+        if failing:  # opens, then the decoder errors mid-read (reported as a plain RuntimeError)
+
+            def broken_read(indices):
+                raise RuntimeError("decoder error")
+
+            reader.frames_at = broken_read
+        return reader
+
+
+@pytest.mark.parametrize("stage", ["open", "read"])
+def test_decode_retries_then_keeps_the_same_video(tmp_path, caplog, stage):
+    csv, roots = make_list(tmp_path, [("good.mp4", 3), ("flaky.mp4", 5)])
+    videos = {"good.mp4": (50,), "flaky.mp4": (40,)}
+    flaky = FlakyOpen(videos, {"flaky.mp4": 3}, stage)  # fails 3 times, the 4th attempt works
+    ds = _training_dataset(csv, roots, videos, retries=4, open_fn=flaky)
+    with caplog.at_level(logging.WARNING, logger="nightcrawler.data.ug2"):
+        item = ds[1]
+    assert flaky.attempts == {"flaky.mp4": 4}
+    assert (item["index"], item["label"], item["failed"]) == (1, 5, 0)  # the same video, not a failure
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("stage", ["open", "read"])
+def test_decode_retries_then_replaces_the_video(tmp_path, caplog, stage):
+    csv, roots = make_list(tmp_path, [("good.mp4", 3), ("flaky.mp4", 5)])
+    videos = {"good.mp4": (50,), "flaky.mp4": (40,)}
+    flaky = FlakyOpen(videos, {"flaky.mp4": 4}, stage)  # fails as often as it is tried
+    ds = _training_dataset(csv, roots, videos, retries=4, open_fn=flaky)
+    with caplog.at_level(logging.WARNING, logger="nightcrawler.data.ug2"):
+        item = ds[1]
+    assert flaky.attempts == {"flaky.mp4": 4, "good.mp4": 1}  # exactly DECODE_RETRIES tries, then replaced
+    assert (item["index"], item["label"], item["failed"]) == (0, 3, 1)
+    assert len(caplog.records) == 1 and "flaky.mp4" in caplog.records[0].getMessage()
+    assert "random other video" in caplog.text
+    assert ("decoder error" if stage == "read" else "attempt 4 failed") in caplog.text  # the last error
+
+
+def test_decode_retries_come_from_the_config_and_failures_are_counted_per_batch(tmp_path):
+    from nightcrawler.data.loader import build_loader
+
+    cfg = _layout(tmp_path)
+    cfg.DATA.DECODE_RETRIES = 2
+    cfg.DATA_LOADER.NUM_WORKERS = 0
+    videos = {"Drink_001.mp4": (40,), "Jump_001.avi": (30,), "Drink_dry_001.avi": (50,)}
+    flaky = FlakyOpen(videos, {"Jump_001.avi": 10**6})  # never decodes
+    assert build_dataset(cfg, "train_label").retries == 2
+    loader = build_loader(cfg, "train_label", batch_size=1, open_fn=flaky)
+    for epoch in range(1, 3):
+        batches = list(loader)
+        # every video is drawn once an epoch; the broken one fails once (after 2 tries) and is replaced
+        assert sum(int(b["failed"]) for b in batches) == 1
+        assert flaky.attempts["Jump_001.avi"] == 2 * epoch
+        failed = [b for b in batches if b["failed"]]
+        assert failed[0]["index"][0].item() != 1  # the batch holds the replacement
 
 
 def test_training_split_gives_up_when_every_video_fails(tmp_path):

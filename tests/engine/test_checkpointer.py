@@ -155,6 +155,23 @@ def test_auto_resume_restores_everything(tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sb)
 
 
+def test_a_new_start_removes_what_a_killed_write_left_and_keeps_the_checkpoints(tmp_path):
+    net, opt, scaler = _trained()
+    cfg = _cfg(tmp_path, AUTO_RESUME=True)
+    latest = ck.save_checkpoint(ck.latest_checkpoint_path(tmp_path), net, opt, scaler, 1, cfg)
+    best = ck.save_checkpoint(ck.best_checkpoint_path(tmp_path), net, None, None, 1, cfg)
+    # what atomic_open's temporary files look like when a SIGKILL lands during torch.save
+    stale = [latest.parent / ".checkpoint_latest.pyth.k3j2.tmp", tmp_path / ".best.pyth.x9q1.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    unrelated = tmp_path / "notes.tmp"
+    unrelated.write_text("not ours")
+    start = ck.resolve_start(cfg, _trained(seed=3)[0], _trained(seed=3)[1], scaler)
+    assert start.kind == "resume" and start.epoch == 2
+    assert not any(p.exists() for p in stale)
+    assert latest.is_file() and best.is_file() and unrelated.is_file()
+
+
 def test_checkpoint_file_path_with_and_without_epoch_reset(tmp_path):
     net, opt, scaler = _trained()
     src = tmp_path / "stage1" / "best.pyth"

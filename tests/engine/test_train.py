@@ -88,7 +88,7 @@ def test_outputs_a_researcher_sees(overfit_run):
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert "confusion_arid_epoch00010.png" in plots and len(plots) == 2 * OVERFIT_EPOCHS
     assert (out / "plots" / plots[0]).read_bytes()[:4] == b"\x89PNG"
-    assert list((out / f"runs-{cfg.TRAIN.DATASET}").glob("events.out.tfevents.*"))
+    _assert_tensorboard_scalars(out / f"runs-{cfg.TRAIN.DATASET}", out)
     log = (out / "stdout.log").read_text()
     assert "epoch 10/10 | iter 2/3 | loss" in log and "| eta " in log and "| mem " in log
     assert "final model fingerprint" in log
@@ -96,6 +96,39 @@ def test_outputs_a_researcher_sees(overfit_run):
     assert epoch_stats["failed_videos"] == 0 and {"loss", "top1_err", "top5_err", "lr", "dt"} <= set(
         epoch_stats
     )
+
+
+def _assert_tensorboard_scalars(log_dir, out):
+    """The events file holds the figures of stats.jsonl: train loss and lr at every logged iteration (LOG_PERIOD
+    2 of 3 iterations: the 2nd and the 3rd), per-epoch train loss, per-split accuracy every epoch."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0}).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"Train/loss", "Train/lr", "Train/top1_err", "Train_epoch/loss", "Train_epoch/lr"} <= tags
+    assert {f"Val/{split}/{m}" for split in ("val_dry", "arid") for m in ("top1_acc", "top1_err")} <= tags
+
+    def series(tag):
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    iters = read_stats(out, "train_iter")
+    steps = [3 * (int(r["epoch"].split("/")[0]) - 1) + int(r["iter"].split("/")[0]) - 1 for r in iters]
+    assert steps == [3 * e + i for e in range(OVERFIT_EPOCHS) for i in (1, 2)]
+    for key in ("loss", "lr"):
+        logged = series(f"Train/{key}")
+        assert [s for s, _ in logged] == steps
+        # stats.jsonl keeps 6 significant digits, the events file float32
+        assert [v for _, v in logged] == pytest.approx([r[key] for r in iters], rel=1e-5)
+    train_epochs = series("Train_epoch/loss")
+    assert [s for s, _ in train_epochs] == list(range(1, OVERFIT_EPOCHS + 1))
+    expected = [r["loss"] for r in read_stats(out, "train_epoch")]
+    assert [v for _, v in train_epochs] == pytest.approx(expected, rel=1e-5)
+    for split in ("val_dry", "arid"):
+        rows = [r for r in read_stats(out, "val_epoch") if r["split"] == split]
+        acc = series(f"Val/{split}/top1_acc")
+        assert [s for s, _ in acc] == [r["epoch"] for r in rows] == list(range(1, OVERFIT_EPOCHS + 1))
+        assert [v for _, v in acc] == pytest.approx([100.0 - r["top1_err"] for r in rows], abs=1e-4)
 
 
 def _resume_cfg(data_root, out):

@@ -127,11 +127,15 @@ def test_alphaction_slowfast(tmp_path, sf):
     _assert_loaded(model, backbone)
 
 
-def test_uniformer_2d_imagenet_inflation(tmp_path):
+def _inflation_fixture():
     path = parity_dir() / "uniformer_tiny_inflation.pt"
     if not path.is_file():
         pytest.skip(f"parity reference {path} is absent (set NIGHTCRAWLER_PARITY_DIR)")
-    fx = torch.load(path, weights_only=True)
+    return torch.load(path, weights_only=True)
+
+
+def test_uniformer_2d_imagenet_inflation(tmp_path):
+    fx = _inflation_fixture()
     cfg = get_cfg()
     set_flat(cfg, fx["cfg"])
     set_flat(cfg, {"NUM_GPUS": 0, "UNIFORMER.PRETRAIN_NAME": "None"})
@@ -145,6 +149,30 @@ def test_uniformer_2d_imagenet_inflation(tmp_path):
     ours = model.state_dict()
     for k, v in fx["state_dict_3d"].items():
         assert torch.equal(ours[k], v), k
+
+
+def test_uniformer_pretrain_name_hook_inflates_a_flat_2d_file(tmp_path):
+    """The config route the experiments take: build_model reads UNIFORMER.PRETRAIN_NAME from MODEL.PRETRAIN_DIR."""
+    fx = _inflation_fixture()
+    torch.save(fx["state_dict_2d"], tmp_path / "uniformer_tiny_in1k.pth")  # flat, as the original hook reads
+    cfg = get_cfg()
+    set_flat(cfg, fx["cfg"])
+    set_flat(cfg, {"NUM_GPUS": 0, "UNIFORMER.PRETRAIN_NAME": "None"})
+    torch.manual_seed(5)
+    fresh_head = {k: v for k, v in build_model(cfg).state_dict().items() if k.startswith("head.")}
+    set_flat(cfg, {"UNIFORMER.PRETRAIN_NAME": "uniformer_tiny_in1k", "MODEL.PRETRAIN_DIR": str(tmp_path)})
+    torch.manual_seed(5)
+    ours = build_model(cfg).state_dict()
+    assert set(ours) - set(fx["state_dict_3d"]) == set(fx["missing_keys_after_load"]) == set(fresh_head)
+    for k, v in fx["state_dict_3d"].items():
+        assert torch.equal(ours[k], v), k
+    # the 1000-class ImageNet head is dropped: the 11-class one keeps its initialisation
+    for k, v in fresh_head.items():
+        assert torch.equal(ours[k], v), k
+    assert ours["patch_embed1.proj.weight"].shape == (16, 3, 3, 4, 4)
+    set_flat(cfg, {"UNIFORMER.PRETRAIN_NAME": "absent_in1k"})
+    with pytest.raises(FileNotFoundError, match="absent_in1k"):
+        build_model(cfg)
 
 
 def test_wrong_model_is_named(tmp_path, sf, mvit):
@@ -298,3 +326,96 @@ def test_convert_tool_writes_clean_pyth(tmp_path, sf):
         ["--cfg", str(CONFIGS / "uniformer_tiny.yaml"), "--input", str(out), "--output", str(bad)]
     )
     assert rc == 1 and not bad.exists()  # SF weights for a UniFormer config: refused, nothing written
+
+
+def _convert(cfg_name: str, src, dst, *extra) -> int:
+    args = ["--cfg", str(CONFIGS / f"{cfg_name}_tiny.yaml"), "--input", str(src), "--output", str(dst)]
+    return _convert_tool().main([*args, *extra])
+
+
+def _fresh_state(name: str) -> dict[str, torch.Tensor]:
+    """The state dict the tool starts from: the model built under torch.manual_seed(RNG_SEED)."""
+    cfg = load_config(str(CONFIGS / f"{name}_tiny.yaml"), ["NUM_GPUS", 0])
+    torch.manual_seed(cfg.RNG_SEED)
+    return build_model(cfg, pretrained=False).state_dict()
+
+
+def test_convert_tool_inflates_a_2d_uniformer_file(tmp_path, capsys):
+    fx = _inflation_fixture()
+    torch.save(fx["state_dict_2d"], tmp_path / "uniformer_in1k.pth")
+    out = tmp_path / "uniformer_video.pyth"
+    assert _convert("uniformer", tmp_path / "uniformer_in1k.pth", out) == 0
+    written = torch.load(out, weights_only=True)["model_state"]
+    fresh = _fresh_state("uniformer")
+    assert written.keys() == fresh.keys()
+    for k, v in fx["state_dict_3d"].items():
+        assert torch.equal(written[k], v), k
+    for k in fx["missing_keys_after_load"]:
+        assert torch.equal(written[k], fresh[k]), k
+    assert "33 2-D kernels inflated to 3-D; dropped: head.weight, head.bias" in capsys.readouterr().out
+
+
+def test_convert_tool_drops_a_600_class_pyslowfast_head(tmp_path, mvit, caplog):
+    sd = _with_head(mvit, "head.projection", 600)
+    cfg_text = yaml.safe_dump({"MODEL": {"MODEL_NAME": "MViT", "NUM_CLASSES": 600}})
+    optimizer_state = {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+    torch.save(
+        {"model_state": sd, "epoch": 199, "optimizer_state": optimizer_state, "cfg": cfg_text},
+        tmp_path / "MVIT_B_32x3_CONV_K600.pyth",
+    )
+    out = tmp_path / "mvit.pyth"
+    with caplog.at_level(logging.INFO):
+        assert _convert("mvit", tmp_path / "MVIT_B_32x3_CONV_K600.pyth", out) == 0
+    written = torch.load(out, weights_only=True)
+    assert set(written) == {"model_state", "epoch", "cfg"} and written["epoch"] == -1
+    state, fresh = written["model_state"], _fresh_state("mvit")
+    assert state.keys() == fresh.keys()
+    assert state["head.projection.weight"].shape == (11, sd["head.projection.weight"].shape[1])
+    for k in ("head.projection.weight", "head.projection.bias"):
+        assert torch.equal(state[k], fresh[k]), k  # the 11-class head: the seeded initialisation
+    for k, v in sd.items():
+        if not k.startswith("head.projection."):
+            assert torch.equal(state[k], v), k
+    assert "head.projection.weight has shape (600, 128), the model (11, 128)" in caplog.text
+    assert "initialised fresh (not in" in caplog.text
+    assert caplog.text.count("head.projection.weight, head.projection.bias") == 1
+
+
+def test_convert_tool_non_strict_loads_the_matching_part(tmp_path, sf, caplog):
+    partial = {k: v for k, v in sf.items() if not k.startswith("fast.Tconv")}
+    partial["slow.extra.weight"] = torch.zeros(2)
+    torch.save({"model_state": partial}, tmp_path / "partial.pyth")
+    out = tmp_path / "sf.pyth"
+    assert _convert("sf", tmp_path / "partial.pyth", out) == 1 and not out.exists()
+    with caplog.at_level(logging.INFO):
+        assert _convert("sf", tmp_path / "partial.pyth", out, "--non-strict") == 0
+    assert "partial load" in caplog.text and "not in the model (1): slow.extra.weight" in caplog.text
+    state, fresh = torch.load(out, weights_only=True)["model_state"], _fresh_state("sf")
+    missing = [k for k in sf if k.startswith("fast.Tconv")]
+    assert missing and state.keys() == fresh.keys()
+    for k in sf:
+        assert torch.equal(state[k], fresh[k] if k in missing else sf[k]), k
+
+
+def test_convert_tool_alphaction_file_without_bn_counters_is_strict(tmp_path, sf):
+    """Real AlphAction files have no num_batches_tracked: a strict conversion accepts them (counters at 0)."""
+    weights = {
+        f"module.backbone.{k}": v
+        for k, v in sf.items()
+        if not k.startswith("projection.") and not k.endswith("num_batches_tracked")
+    }
+    assert len(weights) < len(sf) - 2
+    weights["module.cls_head.pred.weight"] = torch.randn(700, sf["projection.weight"].shape[1])
+    weights["module.cls_head.pred.bias"] = torch.randn(700)
+    torch.save({"model": weights}, tmp_path / "SlowFast-ResNet101-8x8.pth")
+    out = tmp_path / "sf.pyth"
+    assert _convert("sf", tmp_path / "SlowFast-ResNet101-8x8.pth", out) == 0
+    state, fresh = torch.load(out, weights_only=True)["model_state"], _fresh_state("sf")
+    assert state.keys() == fresh.keys()
+    counters = [k for k in state if k.endswith("num_batches_tracked")]
+    assert counters and all(state[k].item() == 0 for k in counters)
+    for k in ("projection.weight", "projection.bias"):
+        assert torch.equal(state[k], fresh[k]), k
+    for k, v in weights.items():
+        if not k.startswith("module.cls_head."):
+            assert torch.equal(state[k.removeprefix("module.backbone.")], v), k

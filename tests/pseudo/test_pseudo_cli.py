@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import pickle
 import shutil
 import subprocess
@@ -105,6 +106,48 @@ def test_stage3_original_default_wiring(golden, stage_root, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert_same_rows(out, golden / "pseudo" / "expected" / "stage3_default_wiring.csv")
     assert not (tmp_path / "wired_report.md").exists()
+
+
+def test_stage_thresholds_file_replaces_the_config_table(golden, stage_root, tmp_path):
+    """--thresholds FILE (a search YAML's selection block): one threshold of 0.5 for every class keeps the rows
+    whose fused maximum (golden decisions.csv, stage-1 fusion) reaches 0.5, not the config table's 177."""
+    decisions = list(csv.DictReader(open(golden / "pseudo" / "expected" / "decisions.csv")))
+    fused_max = np.array([float(r["fused_max"]) for r in decisions])
+    assert np.abs(fused_max - 0.5).min() > 1e-5  # no row on the edge: float32 vs float64 cannot matter
+    keep = fused_max >= 0.5
+    expected_names = [r["id"] for r, k in zip(decisions, keep) if k]
+    expected_labels = [int(r["fused_argmax"]) for r, k in zip(decisions, keep) if k]
+    assert len(expected_names) not in (0, 177, 300)
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text(
+        "# Thresholds from gen_pseudo_tools/search_thresholds.py (hand-written for the test)\n"
+        "criterion: f1\n"
+        f"selection: {{method: thresholds, thresholds: {[0.5] * 11}}}\n"
+        "classes: []\n"
+    )
+    out = tmp_path / "out.csv"
+    proc = run(
+        "gen_pseudo_tools/generate_pseudo_label_stage1.py",
+        "--root", stage_root, "--pkl-name", GOLDEN_PKL, "--thresholds", thresholds, "--out", out, "--no-report",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"kept {len(expected_names)} of 300" in proc.stdout
+    names, labels, probs = read_pseudo_csv(out)
+    assert names == expected_names
+    assert labels.tolist() == expected_labels
+    np.testing.assert_allclose(probs.max(axis=1), fused_max[keep], rtol=0, atol=1e-6)
+    # a table of the wrong length is refused, naming the file, and nothing is written
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("thresholds: [0.5, 0.5]\n")
+    proc = run(
+        "gen_pseudo_tools/generate_pseudo_label_stage1.py",
+        "--root", stage_root, "--pkl-name", GOLDEN_PKL, "--thresholds", bad, "--out", tmp_path / "bad.csv",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and "must list 11 numbers" in proc.stderr
+    assert not (tmp_path / "bad.csv").exists()
 
 
 def _named_copy(src: Path, dst: Path, names: list[str], order: np.ndarray) -> None:
@@ -300,7 +343,7 @@ def test_vote_two_models_on_named_pkls(golden, tmp_path):
             ["--gen_label_pkl_path_ssv2_best", "--path_pseudo_label"],
         ),
         ("gen_pseudo_tools/search_thresholds.py", ["--original-printout", "--skip-rows"]),
-        ("test_ensemble_vote.py", ["--root", "--test-csv", "--out-dir", "--vote"]),
+        ("test_ensemble_vote.py", ["--root", "--test-csv", "--order-from-pkl", "--out-dir", "--vote"]),
     ],
 )
 def test_help(script, words, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from nightcrawler.config import get_cfg, set_flat
+from nightcrawler.config import get_cfg, load_config, set_flat
 from nightcrawler.models import build_model
 from tests.conftest import REPO_ROOT, parity_dir
 
@@ -46,6 +46,30 @@ def test_full_size_uniformer_counts_match_the_original():
     assert math.isclose(result["gflops"] * 1e9, ref["flops"]["flops_total"], rel_tol=1e-6)
     for op, flops in ref["flops"]["by_operator"].items():
         assert math.isclose(result["by_operator"][op] * 1e9, flops, rel_tol=1e-6), op
+
+
+@pytest.mark.parametrize(
+    ("experiment", "manifest", "params", "gflops"),
+    [
+        ("exp_adapt_bn/mvit_b32_k600/config.yaml", "manifest_mvit_b32_k600.json", 52_816_139, "236.31"),
+        ("exp_adapt_bn/sf32_k700/config.yaml", "manifest_sf32_k700.json", 61_927_043, "118.43"),
+    ],
+)
+def test_experiment_configs_match_the_manifests(experiment, manifest, params, gflops):
+    # the experiment configs themselves, as tools/flops.py --cfg reads them (not the manifests' flat cfg)
+    ref = _reference(f"manifests/{manifest}")
+    assert ref["config_sources"]["config_yaml"] == experiment
+    result = _flops_tool().model_complexity(load_config(str(REPO_ROOT / experiment), ["NUM_GPUS", 0]))
+    assert result["view"] == [1, 3, 32, 224, 224]
+    assert result["params"] == ref["num_parameters"] == params
+    assert math.isclose(result["gflops"] * 1e9, ref["flops"]["flops_total"], rel_tol=1e-6)
+    assert f"{result['gflops']:.2f}" == gflops  # the parity README's table, as tools/flops.py prints it
+    assert result["by_operator"].keys() == ref["flops"]["by_operator"].keys()
+    for op, flops in ref["flops"]["by_operator"].items():
+        assert math.isclose(result["by_operator"][op] * 1e9, flops, rel_tol=1e-6), op
+    for name, flops in ref["flops"]["by_top_module"].items():
+        if name:
+            assert math.isclose(result["by_top_module"][name] * 1e9, flops, rel_tol=1e-6, abs_tol=0.5), name
 
 
 def _hook_count(model: nn.Module, x: torch.Tensor, skip_prefix: str) -> int:

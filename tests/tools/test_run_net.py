@@ -64,3 +64,45 @@ def test_torchrun_environment_is_honoured(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((tmp_path / "selftest_rank1.json").read_text())["world_size"] == 2
+
+
+def test_slurm_one_task_per_node_spawns_each_nodes_processes(tmp_path):
+    """Two SLURM 'nodes' (one task each, on this machine) with NUM_CPU_PROCESSES 2: a world of 4."""
+    import os
+
+    from nightcrawler.utils.distributed import find_free_port
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"NUM_GPUS: 0\nNUM_CPU_PROCESSES: 2\nOUTPUT_DIR: {tmp_path}\nTRAIN:\n  BATCH_SIZE: 4\nTEST:\n  BATCH_SIZE: 2\n"
+    )
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "WORLD_SIZE", "RANK"))
+    }
+    base.pop("LOCAL_RANK", None)
+    base |= {"SLURM_NNODES": "2", "SLURM_NTASKS": "2", "SLURM_NODELIST": "localhost,localhost"}
+    base |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(find_free_port())}
+    procs = []
+    for node in (0, 1):
+        env = base | {"SLURM_PROCID": str(node), "SLURM_NODEID": str(node), "SLURM_LOCALID": "0"}
+        cmd = [sys.executable, str(REPO_ROOT / "tools" / "run_net.py"), "--cfg", str(cfg), "--self-test"]
+        procs.append(subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    for rank in range(4):
+        seen = json.loads((tmp_path / f"selftest_rank{rank}.json").read_text())
+        assert seen == {"rank": rank, "world_size": 4, "all_reduce": 10.0, "expected": 10.0}
+    assert "world size 4 on 2 machine(s)" in (tmp_path / "stdout.log").read_text()
+
+
+def test_slurm_layout_that_does_not_fit_exits_with_a_clear_error(tmp_path):
+    import os
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"NUM_GPUS: 0\nNUM_CPU_PROCESSES: 2\nOUTPUT_DIR: {tmp_path}\nTEST:\n  BATCH_SIZE: 2\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env |= {"SLURM_PROCID": "0", "SLURM_NNODES": "2", "SLURM_NTASKS": "3", "SLURM_NODELIST": "a,b"}
+    res = _run(["--cfg", str(cfg), "--self-test"], env=env)
+    assert res.returncode == 2
+    assert "SLURM_NTASKS=3, SLURM_NNODES=2" in res.stderr and "one task per node" in res.stderr
