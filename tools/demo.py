@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the data set and of every run")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (for tests)")
     p.add_argument("--stages", type=int, default=None, help="pseudo-label stages (default 2; --quick: 1)")
-    p.add_argument("--epochs", type=int, default=None, help="supervised epochs (default 10; --quick: 2)")
+    p.add_argument("--epochs", type=int, default=None, help="supervised epochs (default 15; --quick: 3)")
     p.add_argument(
         "--models",
         nargs="+",

@@ -74,6 +74,7 @@ SPLITS: dict[str, SplitInfo] = {
 TRAIN_SPLITS = tuple(n for n, s in SPLITS.items() if s.training)
 TEST_SPLITS = tuple(n for n, s in SPLITS.items() if not s.training)
 DARK_SPLITS = ("arid", "dark_unlabel", "total_unlabel", "test")  # gamma-corrected by default when tested
+DARK_TRAINING_SPLITS = ("train_unlabel", "train_pseudo_label")  # DATA.TRAIN_GAMMA applies to these
 
 
 def split_info(split: str) -> SplitInfo:
@@ -351,12 +352,12 @@ def split_paths(cfg, split: str) -> tuple[str, list[str]]:
 
 
 def default_gamma(cfg, split: str) -> float | None:
-    """The gamma of ``split`` when the caller does not choose: training splits DATA.TRAIN_GAMMA (off by
-    default, as the original); test splits TEST.GAMMA on the dark splits, and on every split with a ``*_GIC``
-    DATA.DECODING_BACKEND (the original's gamma decoding mode)."""
+    """The gamma of ``split`` when the caller does not choose: the dark training splits DATA.TRAIN_GAMMA (off
+    by default, as the original), the normal-light training split none; test splits TEST.GAMMA on the dark
+    splits, and on every split with a ``*_GIC`` DATA.DECODING_BACKEND (the original's gamma decoding mode)."""
     info = split_info(split)
     if info.training:
-        return normalize_gamma(cfg.DATA.TRAIN_GAMMA)
+        return normalize_gamma(cfg.DATA.TRAIN_GAMMA) if split in DARK_TRAINING_SPLITS else None
     _, gamma_mode = parse_backend(cfg.DATA.DECODING_BACKEND)
     if split in DARK_SPLITS or gamma_mode:
         return normalize_gamma(cfg.TEST.GAMMA)

@@ -470,7 +470,8 @@ def test_gamma_defaults_and_explicit_choices(tmp_path):
     cfg.DATA.DECODING_BACKEND = "decord_GIC"  # the original's gamma decoding mode covers every test split
     assert default_gamma(cfg, "val_dry") == 0.25 and default_gamma(cfg, "train_label") is None
     cfg.DATA.TRAIN_GAMMA = 0.5
-    assert default_gamma(cfg, "train_unlabel") == 0.5
+    assert default_gamma(cfg, "train_unlabel") == 0.5 and default_gamma(cfg, "train_pseudo_label") == 0.5
+    assert default_gamma(cfg, "train_label") is None  # normal-light clips are never brightened
     assert build_dataset(cfg, "arid", gamma=None).gamma is None
     assert build_dataset(cfg, "val_dry", gamma=0.45).gamma == 0.45
     assert build_dataset(cfg, "arid", gamma=-1.0).gamma is None

@@ -47,7 +47,7 @@ def test_two_gloo_processes_train_one_epoch_with_identical_weights(tmp_path_fact
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
     log = (out / "stdout.log").read_text()
-    assert "world size 2, backend gloo" in log
+    assert "world size 2 on 1 machine(s), backend gloo" in log
     prints = {}
     for line in log.splitlines():
         m = _FINGERPRINT.match(line)
