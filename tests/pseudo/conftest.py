@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import golden_dir
+from tests.conftest import REPO_ROOT, golden_dir
+
+# the project's interpreter when the checkout has one, else the one running the tests
+PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+if not PYTHON.exists():
+    PYTHON = Path(sys.executable)
+
+
+def run(script: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs a repo script from an unrelated working directory (paths must come from arguments)."""
+    return subprocess.run(
+        [str(PYTHON), str(REPO_ROOT / script), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
 
 MODELS = {
     "ssv2": "uniformer_b32_ssv2",

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +22,9 @@ from nightcrawler.pseudo.io import read_pseudo_csv, read_video_list
 from nightcrawler.pseudo.vote import read_submission
 from tests.engine.train_helpers import TINY_UNIFORMER, synthetic_root
 
+from .conftest import run
+
 REPO = Path(__file__).resolve().parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
-if not PYTHON.exists():
-    PYTHON = Path(sys.executable)
 NUM_CLASSES = 11  # the pseudo / ensemble configs' class count; the synthetic set uses classes 0..2 of them
 FRAMES, CROP = 4, 32
 # role of configs/pseudo|ensemble/two_models.yaml -> (model config, folder, seed, model-specific overrides)
@@ -102,16 +99,6 @@ def checkout(tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(threads)
     return root
-
-
-def run(script: str, *args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(PYTHON), str(REPO / script), *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def read_pkl(path: Path) -> dict:

@@ -6,7 +6,6 @@ import csv
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +16,11 @@ from nightcrawler.pseudo.fuse import softmax
 from nightcrawler.pseudo.io import read_pseudo_csv, read_video_list
 from nightcrawler.pseudo.vote import read_submission
 
-from .conftest import MODELS
+from .conftest import MODELS, PYTHON, run
 
 REPO = Path(__file__).resolve().parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
-if not PYTHON.exists():
-    PYTHON = Path(sys.executable)
 STAGE_DIRS = {1: "exp_adapt_bn", 2: "exp_pseudo_stage1", 3: "exp_pseudo_stage2", 4: "exp_pseudo_stage3"}
 GOLDEN_PKL = "aridx32x224x1x1.pkl"
-
-
-def run(script: str, *args, cwd: Path) -> subprocess.CompletedProcess:
-    """Runs a repo script from an unrelated working directory (paths must come from arguments)."""
-    return subprocess.run(
-        [str(PYTHON), str(REPO / script), *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def assert_same_rows(produced: Path, expected: Path) -> None:
