@@ -110,7 +110,7 @@ _C.DATA.CSV_ARID = "arid.csv"  # [new] list of split arid
 _C.DATA.CSV_DARK_UNLABEL = "dark_unlabel.csv"  # [new] list of split dark_unlabel
 _C.DATA.CSV_TOTAL_UNLABEL = "total_unlabel.csv"  # [new] list of splits train_unlabel and total_unlabel
 _C.DATA.CSV_TEST = "test.csv"  # [new] list of split test
-_C.DATA.TRAIN_GAMMA = -1.0  # [new] gamma on dark training clips (pseudo-labelled; -1: none, as the original; spec 14.8)
+_C.DATA.TRAIN_GAMMA = -1.0  # [new] gamma on dark training clips (-1: none, as the original; spec 14.8)
 _C.DATA.DECODE_RETRIES = 3  # [new] decode attempts per video before it counts as failed
 
 # ---------------------------------------------------------------------------------------------------- DATA_LOADER
