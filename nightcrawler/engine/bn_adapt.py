@@ -176,7 +176,7 @@ def adapt_checkpoint(
     from nightcrawler.config.checks import processes_per_machine
     from nightcrawler.data import build_loader
     from nightcrawler.models import build_model
-    from nightcrawler.models.checkpoint import load_pretrained, read_checkpoint
+    from nightcrawler.models.checkpoint import load_pretrained, read_checkpoint, require_trained_classifier
     from nightcrawler.utils.io import atomic_torch_save
     from nightcrawler.utils.seeding import seed_everything
 
@@ -189,6 +189,7 @@ def adapt_checkpoint(
         seed_everything(cfg.RNG_SEED)
         model = build_model(cfg, pretrained=False)
         report = load_pretrained(model, checkpoint, num_classes=cfg.MODEL.NUM_CLASSES, strict=True)
+        require_trained_classifier(model, report)
         logger.info("adapt BN: %s", report.summary())
         gamma = cfg.BN.GAMMA if cfg.BN.GAMMA > 0 else None
         loader = build_loader(cfg, cfg.BN.SPLIT, gamma=gamma, batch_size=batch_size)

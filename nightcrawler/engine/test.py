@@ -111,7 +111,7 @@ def build_test_model(cfg: CfgNode) -> nn.Module:
     """The model in eval mode with the test weights loaded (strictly), unwrapped from DDP."""
     from nightcrawler.models import build_model
     from nightcrawler.models.build import unwrap_model
-    from nightcrawler.models.checkpoint import load_checkpoint_weights
+    from nightcrawler.models.checkpoint import load_checkpoint_weights, require_trained_classifier
 
     path, source = resolve_test_checkpoint(cfg)
     # DDP (when several processes run) broadcasts rank 0's initial weights, so every rank holds the same model
@@ -124,7 +124,7 @@ def build_test_model(cfg: CfgNode) -> nn.Module:
         )
     else:
         logger.info("testing weights from %s (%s)", path, source)
-        load_checkpoint_weights(model, path, cfg, strict=True)
+        require_trained_classifier(model, load_checkpoint_weights(model, path, cfg, strict=True))
     return model.eval()
 
 

@@ -422,6 +422,19 @@ def load_weights_from_cfg(model: nn.Module, cfg) -> LoadReport | None:
     return load_pretrained(model, path, num_classes=cfg.MODEL.NUM_CLASSES, strict=cfg.MODEL.PRETRAIN_STRICT)
 
 
+def require_trained_classifier(model: nn.Module, report: LoadReport) -> None:
+    """Raises CheckpointError when loading dropped ``model``'s classifier (class counts differ): testing or
+    adapting a model only makes sense with the classifier it was trained with, never a fresh one."""
+    head = classifier_prefix(unwrap_model(model))
+    dropped = [k for k in report.dropped if head and k.startswith(f"{head}.")]
+    if dropped:
+        width = dict(unwrap_model(model).named_modules())[head].out_features
+        raise CheckpointError(
+            f"{report.path}: its classifier ({', '.join(dropped)}) does not fit the model's {width} classes "
+            f"(MODEL.NUM_CLASSES = {width}); set MODEL.NUM_CLASSES to the checkpoint's class count"
+        )
+
+
 def load_checkpoint_weights(
     model: nn.Module, path: str | os.PathLike, cfg, *, strict: bool = True
 ) -> LoadReport:

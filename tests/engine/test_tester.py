@@ -21,6 +21,7 @@ from nightcrawler.data.transforms import test_views
 from nightcrawler.engine import test as tester
 from nightcrawler.engine.launch import launch_job
 from nightcrawler.models import build_model
+from nightcrawler.models.checkpoint import CheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 3
@@ -278,6 +279,12 @@ def test_tested_weights_are_the_checkpoint_and_mismatches_fail(data_root, weight
     )
     with pytest.raises(RuntimeError, match="does not match the model"):
         tester.build_test_model(wrong)
+    # a test with another class count would run a fresh, random classifier: refused, naming the file
+    other_count = make_cfg(
+        data_root, tmp_path / "c", "TEST.CHECKPOINT_FILE_PATH", str(weights), "MODEL.NUM_CLASSES", 5
+    )
+    with pytest.raises(CheckpointError, match=rf"{weights.name}: its classifier .* model's 5 classes"):
+        tester.build_test_model(other_count)
 
 
 def test_undecodable_videos_are_skipped_and_listed(data_root, weights, tmp_path):
