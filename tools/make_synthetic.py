@@ -16,7 +16,20 @@ import sys
 import time
 
 from nightcrawler.config import get_cfg
-from nightcrawler.data.synthetic import CLASS_NAMES, Layout, SyntheticSpec, make_synthetic_dataset
+from nightcrawler.data.synthetic import (
+    CLASS_NAMES,
+    MOTIONS,
+    Layout,
+    SyntheticSpec,
+    make_synthetic_dataset,
+)
+
+
+def _source_count(text: str) -> tuple[str, int]:
+    source, sep, count = text.partition("=")
+    if not sep or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"expected SOURCE=COUNT (e.g. test=28), got {text!r}")
+    return source, int(count)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +55,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="strength in [0, 1] of a class-specific object appearance (0: the motion alone tells the class)",
     )
+    p.add_argument("--width", type=int, default=320, help="frame width (default 320)")
+    p.add_argument("--height", type=int, default=240, help="frame height (default 240)")
+    p.add_argument(
+        "--per-source",
+        nargs="+",
+        type=_source_count,
+        default=[],
+        metavar="SOURCE=N",
+        help="videos per class of single sources (labeled, dry, dark, arid, test); 0 leaves one out",
+    )
+    p.add_argument(
+        "--motions",
+        nargs="+",
+        default=None,
+        help=f"the classes' motions in label order instead of --num-classes (any of {', '.join(MOTIONS)})",
+    )
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="render processes")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
     return p.parse_args(argv)
@@ -61,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         labeled_per_class=args.labeled_per_class,
         frames=args.frames,
         class_cue=args.class_cue,
+        width=args.width,
+        height=args.height,
+        per_source=tuple(args.per_source),
+        motions=tuple(args.motions) if args.motions else None,
     )
     last = [0.0]
 

@@ -51,6 +51,13 @@ from nightcrawler.utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
+# Motions beyond the 11 target classes: the source pre-training corpus (the role Kinetics plays for the real
+# method) holds these as well, so that pre-trained features are broader than the target task.
+EXTRA_MOTIONS = (
+    "Circle", "Zigzag", "Spin", "Shake", "Grow", "Shrink", "Fall", "Rise", "Diagonal", "Bounce", "Pulse", "Nod",
+)  # fmt: skip
+MOTIONS = tuple(CLASS_NAMES) + EXTRA_MOTIONS
+
 FOOTAGE_FILES = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 FORMAT_VERSION = 1
 
@@ -76,6 +83,25 @@ class SyntheticSpec:
     # trained from scratch on a CPU learn the normal-light task in minutes; the low-light degradation still
     # hides most of it (fine stripes and hues drown in noise), so the dark domain gap stays.
     class_cue: float = 0.0
+    # Videos per class of single sources, overriding videos_per_class (and labeled_per_class): e.g.
+    # (("test", 28), ("dark", 28)); 0 leaves a source out (a pre-training corpus needs only labelled videos).
+    per_source: tuple[tuple[str, int], ...] = ()
+    # The motions of the set, in label order (None: the first num_classes of Drink..Wave). Any name of
+    # MOTIONS: the target classes and the extra motions of the source pre-training corpus.
+    motions: tuple[str, ...] | None = None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.motions) if self.motions else tuple(CLASS_NAMES[: self.num_classes])
+
+    def videos_of(self, source: str) -> int:
+        """Videos per class of one source."""
+        override = dict(self.per_source)
+        if source in override:
+            return int(override[source])
+        if source == "labeled" and self.labeled_per_class:
+            return self.labeled_per_class
+        return self.videos_per_class
 
 
 @dataclass(frozen=True)
@@ -334,8 +360,38 @@ def motion_track(
         cx = cx + k * 0.16 * W * swing
         cy = cy - 0.15 * H
         ang = 20.0 * swing
+    elif motion == "Circle":  # one loop around a circle
+        cx = cx + k * 0.18 * W * np.cos(2 * np.pi * a + phase) * d
+        cy = cy + k * 0.18 * H * np.sin(2 * np.pi * a + phase)
+    elif motion == "Zigzag":  # slide with sharp up-down turns
+        cx = cx + d * k * 0.4 * W * (a - 0.5)
+        cy = cy + 0.12 * H * (2 * np.abs(((4 * a) % 2) - 1) - 1)
+    elif motion == "Spin":  # two in-plane turns in place
+        ang = d * 720.0 * a
+    elif motion == "Shake":  # fast small vertical jitter in place
+        cy = cy + 0.05 * H * np.sin(16 * np.pi * a + phase)
+    elif motion == "Grow":  # comes closer: grows steadily
+        sx = sy = 0.6 + 0.6 * a
+    elif motion == "Shrink":  # goes away: shrinks steadily
+        sx = sy = 1.2 - 0.6 * a
+    elif motion == "Fall":  # drops fast from high, then rests
+        s = _smoothstep(a, 0.2, 0.45)
+        cy = cy - 0.25 * H + k * 0.45 * H * s**2
+    elif motion == "Rise":  # floats up slowly out of the frame
+        cy = cy + 0.15 * H - k * 0.6 * H * a
+    elif motion == "Diagonal":  # slide from a bottom corner to the opposite top corner
+        cx = cx + d * k * 0.35 * W * (a - 0.5)
+        cy = cy - k * 0.3 * H * (a - 0.5)
+    elif motion == "Bounce":  # crosses while bouncing on the floor
+        cx = cx + d * k * 0.5 * W * (a - 0.5)
+        cy = cy + 0.1 * H - 0.2 * H * np.abs(np.sin(4 * np.pi * a))
+    elif motion == "Pulse":  # swells and shrinks twice in place
+        sx = sy = 1.0 + 0.25 * np.sin(4 * np.pi * a + phase)
+    elif motion == "Nod":  # small tilts back and forth, slowly
+        ang = 15.0 * np.sin(4 * np.pi * a + phase)
+        cy = cy + 0.03 * H * np.sin(4 * np.pi * a + phase)
     else:
-        raise ValueError(f"unknown motion {motion!r}; expected one of {', '.join(CLASS_NAMES)}")
+        raise ValueError(f"unknown motion {motion!r}; expected one of {', '.join(MOTIONS)}")
     jitter = np.cumsum(rng.normal(0.0, 0.4, size=(2, n)), axis=1)  # hand-held camera shake
     aspect = rng.uniform(0.75, 1.3)
     return {
@@ -406,6 +462,8 @@ class LowLight:
         return signal.add_(torch.randn(signal.shape, generator=gen).mul_(std))
 
 
+LABELED_ONLY_CSV = "train_label.csv"  # the labelled training videos without val_dry (a held-out normal-light set)
+
 _CHUNK = 8  # frames rendered at a time (keeps buffers small; the output does not depend on it)
 
 
@@ -434,8 +492,9 @@ def _render(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
     footage = () if spec.procedural else load_footage(W, H)
     background = _background(footage, rng, gen, W, H)
     size = int(rng.uniform(0.32, 0.42) * H)
-    texture = _object_texture(footage, rng, gen, size, (job.label, spec.num_classes, spec.class_cue))
-    track = motion_track(CLASS_NAMES[job.label], n, rng, W, H)
+    names = spec.class_names
+    texture = _object_texture(footage, rng, gen, size, (job.label, len(names), spec.class_cue))
+    track = motion_track(names[job.label], n, rng, W, H)
     low_light = LowLight.draw(rng, W, H) if job.dark else None
     out = np.empty((n, H, W, 3), dtype=np.uint8)
     for start in range(0, n, _CHUNK):
@@ -485,8 +544,17 @@ def write_video(path: str, frames: np.ndarray, fps: int, dark: bool) -> None:
 
 def plan_videos(spec: SyntheticSpec, layout: Layout) -> list[VideoJob]:
     """Every video of the set, in CSV order per source, with its class, length and seed."""
-    if not 1 <= spec.num_classes <= len(CLASS_NAMES):
+    if spec.motions is not None:
+        unknown = sorted(set(spec.motions) - set(MOTIONS))
+        if unknown or len(set(spec.motions)) != len(spec.motions) or not spec.motions:
+            raise ValueError(
+                f"motions must be distinct names of {', '.join(MOTIONS)}; got {list(spec.motions)}"
+            )
+    elif not 1 <= spec.num_classes <= len(CLASS_NAMES):
         raise ValueError(f"num_classes must be in [1, {len(CLASS_NAMES)}], got {spec.num_classes}")
+    bad = [(src, n) for src, n in spec.per_source if src not in _SOURCES or int(n) < 0]
+    if bad:
+        raise ValueError(f"per_source: unknown source or negative count {bad}; sources: {', '.join(_SOURCES)}")
     if spec.videos_per_class < 1 or (spec.labeled_per_class is not None and spec.labeled_per_class < 1):
         raise ValueError("videos_per_class and labeled_per_class must be >= 1")
     if not 0.0 <= spec.class_cue <= 1.0:
@@ -495,18 +563,18 @@ def plan_videos(spec: SyntheticSpec, layout: Layout) -> list[VideoJob]:
         raise ValueError(f"frames must be >= 4, got {spec.frames}")
     jobs: list[VideoJob] = []
     for source, (dark, stream_id) in _SOURCES.items():
-        per_class = spec.labeled_per_class if source == "labeled" and spec.labeled_per_class else None
-        per_class = per_class or spec.videos_per_class
+        per_class = spec.videos_of(source)
         order = np.random.default_rng([spec.seed, stream_id, 0])
-        labels = [c for c in range(spec.num_classes) for _ in range(per_class)]
+        names = spec.class_names
+        labels = [c for c in range(len(names)) for _ in range(per_class)]
         if source in ("dark", "test"):  # anonymous file names: shuffle so the order tells nothing
             labels = [labels[i] for i in order.permutation(len(labels))]
         lengths = order.integers(spec.frames - spec.frames // 4, spec.frames + 1, size=len(labels))
-        counters = [0] * spec.num_classes
+        counters = [0] * len(names)
         for i, label in enumerate(labels):
             k = counters[label]
             counters[label] += 1
-            name = CLASS_NAMES[label]
+            name = names[label]
             if source == "labeled":
                 rel = f"{name}_{k + 1:03d}.{'avi' if k % 3 == 2 else 'mp4'}"
             elif source == "dry":
@@ -569,6 +637,7 @@ def make_synthetic_dataset(
     )
     lists = {
         layout.csv_train_label: labeled + dry,
+        LABELED_ONLY_CSV: labeled,
         layout.csv_val_dry: dry,
         layout.csv_arid: arid,
         layout.csv_dark_unlabel: dark,
@@ -593,7 +662,7 @@ def make_synthetic_dataset(
         "format_version": FORMAT_VERSION,
         "spec": asdict(spec),
         "layout": asdict(layout),
-        "class_names": list(CLASS_NAMES[: spec.num_classes]),
+        "class_names": list(spec.class_names),
         "videos": summary.videos,
         "csvs": summary.csvs,
         "hidden_labels": sorted(hidden),
