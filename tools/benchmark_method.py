@@ -39,17 +39,31 @@ DEFAULT_PLAN = REPO / "configs" / "benchmark" / "plan.yaml"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", default="benchmark_work", help="work folder (seeds, pre-training cache, results)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the data and runs (default 0 1 2)")
-    p.add_argument("--plan", default=str(DEFAULT_PLAN), help="plan YAML (default configs/benchmark/plan.yaml)")
+    p.add_argument(
+        "--workdir", default="benchmark_work", help="work folder (seeds, pre-training cache, results)"
+    )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the data and runs (default 0 1 2)"
+    )
+    p.add_argument(
+        "--plan", default=str(DEFAULT_PLAN), help="plan YAML (default configs/benchmark/plan.yaml)"
+    )
     p.add_argument("--stages", type=int, default=None, help="pseudo-label stages (default: the plan's)")
     p.add_argument("--epochs", type=int, default=None, help="supervised epochs (default: the model configs')")
-    p.add_argument("--pseudo-epochs", type=int, default=None, help="epochs per stage (default: pseudo_stage.yaml's)")
-    p.add_argument("--models", nargs="+", default=None, help="model configs of the recipe (default: the plan's)")
-    p.add_argument("--pretrain-cache", default=None, help="pre-trained weights cache (default WORKDIR/pretrain)")
+    p.add_argument(
+        "--pseudo-epochs", type=int, default=None, help="epochs per stage (default: pseudo_stage.yaml's)"
+    )
+    p.add_argument(
+        "--models", nargs="+", default=None, help="model configs of the recipe (default: the plan's)"
+    )
+    p.add_argument(
+        "--pretrain-cache", default=None, help="pre-trained weights cache (default WORKDIR/pretrain)"
+    )
     p.add_argument("--no-pretrain", action="store_true", help="train the tiny models from scratch")
     p.add_argument("--fresh", action="store_true", help="ignore finished seeds' records in --workdir")
-    p.add_argument("--verbose", action="store_true", help="every step's output on the terminal (else run.log)")
+    p.add_argument(
+        "--verbose", action="store_true", help="every step's output on the terminal (else run.log)"
+    )
     return p.parse_args(argv)
 
 
@@ -116,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ordered = [records[s] for s in args.seeds]
     seconds["steps"] = _step_seconds(ordered)
     seconds["total"] = time.time() - t0
-    bench = build_benchmark(ordered, {**plan.to_dict(), "plan_file": str(args.plan), "plan_hash": key}, seconds)
+    bench = build_benchmark(
+        ordered, {**plan.to_dict(), "plan_file": str(args.plan), "plan_hash": key}, seconds
+    )
     write_benchmark(bench, work)
     print()
     print(benchmark_markdown(bench))

@@ -35,6 +35,9 @@ _C.TRAIN.PSEUDO_APPLY_THRESHOLD = (
 _C.TRAIN.PSEUDO_SOFT_TARGETS = (
     False  # [new] train pseudo batches on the CSV probabilities instead of hard labels
 )
+_C.TRAIN.PSEUDO_EPOCH_LENGTH = (
+    "shorter"  # [new] pseudo epochs: "shorter" loader (original zip) or one "pseudo" pass
+)
 _C.TRAIN.PSEUDO_LOSS_WEIGHT = 1.0  # [new] weight of the pseudo-labelled step's loss (original: 1)
 _C.TRAIN.MIXED_PRECISION = "fp16"  # [new] autocast on CUDA: fp16 (original, with grad scaler), bf16 or none
 _C.TRAIN.CPU_BF16 = False  # [new] bf16 autocast when training on CPU

@@ -462,7 +462,9 @@ class LowLight:
         return signal.add_(torch.randn(signal.shape, generator=gen).mul_(std))
 
 
-LABELED_ONLY_CSV = "train_label.csv"  # the labelled training videos without val_dry (a held-out normal-light set)
+LABELED_ONLY_CSV = (
+    "train_label.csv"  # the labelled training videos without val_dry (a held-out normal-light set)
+)
 
 _CHUNK = 8  # frames rendered at a time (keeps buffers small; the output does not depend on it)
 
@@ -554,7 +556,9 @@ def plan_videos(spec: SyntheticSpec, layout: Layout) -> list[VideoJob]:
         raise ValueError(f"num_classes must be in [1, {len(CLASS_NAMES)}], got {spec.num_classes}")
     bad = [(src, n) for src, n in spec.per_source if src not in _SOURCES or int(n) < 0]
     if bad:
-        raise ValueError(f"per_source: unknown source or negative count {bad}; sources: {', '.join(_SOURCES)}")
+        raise ValueError(
+            f"per_source: unknown source or negative count {bad}; sources: {', '.join(_SOURCES)}"
+        )
     if spec.videos_per_class < 1 or (spec.labeled_per_class is not None and spec.labeled_per_class < 1):
         raise ValueError("videos_per_class and labeled_per_class must be >= 1")
     if not 0.0 <= spec.class_cue <= 1.0:

@@ -143,9 +143,12 @@ class TrainingRun:
     reporter: TrainingReporter
 
     def batch_iterator(self) -> Iterator[tuple[dict, dict | None]]:
-        pairs = (
-            zip(self.labelled, self.pseudo) if self.pseudo is not None else ((b, None) for b in self.labelled)
-        )
+        if self.pseudo is None:
+            pairs = ((b, None) for b in self.labelled)
+        elif self.cfg.TRAIN.PSEUDO_EPOCH_LENGTH == "pseudo":
+            pairs = zip(_endless(self.labelled), self.pseudo)
+        else:
+            pairs = zip(self.labelled, self.pseudo)
         return islice(pairs, self.iters_per_epoch)
 
     def set_epoch(self, epoch: int) -> None:
@@ -165,9 +168,27 @@ def _clip_norm(cfg: CfgNode) -> float | None:
     return cfg.SOLVER.CLIP_GRADIENT
 
 
+def _endless(loader) -> Iterator[dict]:
+    """The loader's batches, starting a new pass whenever one ends."""
+    while True:
+        yield from loader
+
+
+PSEUDO_EPOCH_LENGTHS = ("shorter", "pseudo")
+
+
 def iterations_per_epoch(cfg: CfgNode, labelled_len: int, pseudo_len: int | None) -> tuple[int, int]:
     """(iterations run per epoch, iterations the LR schedule counts per epoch). The schedule counts the
-    labelled loader (the original's rule), capped like the loop by ``TRAIN.MAX_ITERS_PER_EPOCH``."""
+    labelled loader (the original's rule), capped like the loop by ``TRAIN.MAX_ITERS_PER_EPOCH``; with
+    ``TRAIN.PSEUDO_EPOCH_LENGTH pseudo`` an epoch is one pass over the pseudo loader (the labelled loader
+    restarting as needed) and the schedule counts those iterations."""
+    mode = cfg.TRAIN.PSEUDO_EPOCH_LENGTH
+    if mode not in PSEUDO_EPOCH_LENGTHS:
+        raise ValueError(f"TRAIN.PSEUDO_EPOCH_LENGTH must be one of {PSEUDO_EPOCH_LENGTHS}, got {mode!r}")
+    if pseudo_len is not None and mode == "pseudo":
+        cap = cfg.TRAIN.MAX_ITERS_PER_EPOCH if cfg.TRAIN.MAX_ITERS_PER_EPOCH > 0 else pseudo_len
+        n = min(pseudo_len, cap)
+        return n, n
     cap = cfg.TRAIN.MAX_ITERS_PER_EPOCH if cfg.TRAIN.MAX_ITERS_PER_EPOCH > 0 else labelled_len
     run = min(labelled_len, pseudo_len if pseudo_len is not None else labelled_len, cap)
     return run, min(labelled_len, cap)

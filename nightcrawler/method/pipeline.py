@@ -16,6 +16,7 @@ comparisons can be computed from the runs themselves (:mod:`nightcrawler.method.
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -61,7 +62,9 @@ def pseudo_label_quality(csv_path: Path, hidden: dict[str, int], num_classes: in
     and its rows per pseudo class (the balance the next stage trains on)."""
     names, labels, _ = read_pseudo_csv(csv_path)
     right = sum(int(labels[i]) == hidden[n] for i, n in enumerate(names))
-    per_class = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).tolist() if names else []
+    per_class = (
+        np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).tolist() if names else []
+    )
     return {
         "rows": len(names),
         "precision": right / len(names) if names else 0.0,
@@ -92,7 +95,11 @@ class SeedRun:
         return pkl_name(split, self.frames, self.crop, views, crops, suffix)
 
     def common(self) -> dict:
-        return {"DATA.PATH_PREFIX": str(self.data), "RNG_SEED": self.seed, "MODEL.NUM_CLASSES": self.num_classes}
+        return {
+            "DATA.PATH_PREFIX": str(self.data),
+            "RNG_SEED": self.seed,
+            "MODEL.NUM_CLASSES": self.num_classes,
+        }
 
     def run_net(self, model: str, what: str, units: float, **opts) -> None:
         self.run("tools/run_net.py", "--cfg", self.plan.recipe / f"{model}.yaml",
@@ -128,7 +135,9 @@ class SeedRun:
                 from nightcrawler.method.pretrain import pretrained_overrides
 
                 opts.update(pretrained_overrides(self.cfgs[m].MODEL.MODEL_NAME, self.pretrained[m]))
-            self.run_net(m, f"adapt-BN training of {m} and its tests", units_train(self.plan, m, self.cfgs[m]), **opts)
+            self.run_net(
+                m, f"adapt-BN training of {m} and its tests", units_train(self.plan, m, self.cfgs[m]), **opts
+            )
             src = self.work / "exp_source_only" / m
             # BN statistics of the normal-light training clips as they are (no gamma): the source-only model
             self.adapt_bn(m, out / "best.pyth", src, f"{m}: BN statistics of normal-light clips",
@@ -158,16 +167,18 @@ class SeedRun:
         ens["models"] = {roles[m]: f"exp_final/{m}" for m in roles}
         ens["pkl_sets"] = {name: {"default": file} for name, file in final_pkls.items()}
         ens["modes"] = [
-            {"name": name.removeprefix("views_"), "pkls": name, "fusion": {"weights": {roles[m]: weight for m in roles}}}
+            {
+                "name": name.removeprefix("views_"),
+                "pkls": name,
+                "fusion": {"weights": {roles[m]: weight for m in roles}},
+            }
             for name in final_pkls
         ]
         ens["vote"]["modes"] = [m["name"] for m in ens["modes"]]
         out = self.work / "configs"
         out.mkdir(exist_ok=True)
-        (out / "pseudo.yaml").write_text(yaml.safe_dump(pseudo, sort_keys=False))
-        last = dict(pseudo, selection=pseudo.get("last_stage_selection", {"method": "all"}))
-        last.pop("last_stage_selection", None)
-        pseudo.pop("last_stage_selection", None)
+        # the last stage labels every unlabelled video, as the original's stage 4
+        last = dict(pseudo, selection={"method": "all"})
         (out / "pseudo.yaml").write_text(yaml.safe_dump(pseudo, sort_keys=False))
         (out / "pseudo_last.yaml").write_text(yaml.safe_dump(last, sort_keys=False))
         (out / "ensemble.yaml").write_text(yaml.safe_dump(ens, sort_keys=False))
@@ -183,13 +194,15 @@ class SeedRun:
         prev = "exp_adapt_bn"
         for k in range(1, self.plan.stages + 1):
             last = k == self.plan.stages
-            csv = self.data / "pseudo" / f"stage{k}.csv"
+            labels_csv = self.data / "pseudo" / f"stage{k}.csv"
             model_dirs = [a for m in self.plan.models for a in ("--model-dir", f"{self.roles[m]}={prev}/{m}")]
             self.run(f"gen_pseudo_tools/generate_pseudo_label_stage{min(k, 4)}.py",
                      "--config", pseudo_last_cfg if last else pseudo_cfg, "--root", self.work, *model_dirs,
-                     "--list", self.data / "total_unlabel.csv", "--out", csv,
+                     "--list", self.data / "total_unlabel.csv", "--out", labels_csv,
                      what=f"seed {self.seed}: pseudo labels, stage {k}", units=0.2)  # fmt: skip
-            record["pseudo_labels"][f"stage{k}"] = pseudo_label_quality(csv, self.unlabel_labels, self.num_classes)
+            record["pseudo_labels"][f"stage{k}"] = pseudo_label_quality(
+                labels_csv, self.unlabel_labels, self.num_classes
+            )
             stage = f"exp_pseudo_stage{k}"
             for m in self.plan.models:
                 out = self.work / stage / m
@@ -225,9 +238,6 @@ class SeedRun:
                  what=f"seed {self.seed}: final ensemble and vote", units=0.2)  # fmt: skip
         ens = yaml.safe_load(self.ens_cfg.read_text())
         submission = sub_dir / ens["files"]["submission"]
-        from nightcrawler.pseudo.io import read_video_list  # noqa: F401  (the CSV's format is the vote's)
-        import csv
-
         with open(submission, newline="") as f:
             pred = {row["Video"]: int(row["ClassID"]) for row in csv.DictReader(f)}
         missing = [n for n in self.test_names if n not in pred]
@@ -263,7 +273,8 @@ class SeedRun:
         )
         if self.plan.original_bn_variant:
             extras["adapt_bn_raw_clip_stats"] = member_predictions(
-                {m: self.work / "exp_adapt_bn_raw_clips" / m / self.pkl("test") for m in models}, self.test_names
+                {m: self.work / "exp_adapt_bn_raw_clips" / m / self.pkl("test") for m in models},
+                self.test_names,
             )
         val = read_labelled_list(self.data / "val_dry.csv")
         val_names = sorted(val)
@@ -282,7 +293,9 @@ class SeedRun:
         self.vote(last, record)
         record["seconds"]["vote"] = time.time() - mark
         record["seconds"]["total"] = time.time() - t0
-        record["step_seconds"] = {k: v for k, v in self.run.seconds.items() if k.startswith(f"seed {self.seed}:")}
+        record["step_seconds"] = {
+            k: v for k, v in self.run.seconds.items() if k.startswith(f"seed {self.seed}:")
+        }
         return record
 
 

@@ -25,7 +25,9 @@ class DataPlan:
     height: int = 96
     frames: int = 32
     class_cue: float = 1.0
-    per_class: dict = field(default_factory=lambda: {"labeled": 16, "dry": 6, "dark": 28, "arid": 12, "test": 28})
+    per_class: dict = field(
+        default_factory=lambda: {"labeled": 16, "dry": 6, "dark": 28, "arid": 12, "test": 28}
+    )
 
     def make_args(self, out: Path, seed: int) -> list[str]:
         counts = [f"{s}={int(self.per_class[s])}" for s in SOURCES if s in self.per_class]
@@ -45,7 +47,7 @@ class PretrainPlan:
     per_class: int = 24  # labelled videos per motion
     val_per_class: int = 4  # held-out videos per motion (the run's val_dry)
     seed: int = 1000  # one corpus for every target seed, as one Kinetics serves every fine-tuning run
-    class_cue: float = 0.0  # motion only: the class-specific appearance is a property of the target set
+    class_cue: float = 0.0  # strength of the corpus's own class-specific appearance (0: motion only)
     epochs: int | None = None  # None: the pre-training config's SOLVER.MAX_EPOCH
 
 
@@ -79,7 +81,9 @@ def load_plan(path: str | Path, **changes) -> MethodPlan:
     data = raw.get("data", {}) or {}
     bad = sorted(set(data) - set(DataPlan.__dataclass_fields__))
     if bad:
-        raise ValueError(f"{path}: unknown data keys {bad}; expected some of {sorted(DataPlan.__dataclass_fields__)}")
+        raise ValueError(
+            f"{path}: unknown data keys {bad}; expected some of {sorted(DataPlan.__dataclass_fields__)}"
+        )
     pre = raw.get("pretrain", {}) or {}
     bad = sorted(set(pre) - set(PretrainPlan.__dataclass_fields__))
     if bad:

@@ -38,7 +38,11 @@ CACHE_VERSION = 1
 ZOO_FILE = "zoo.pth"
 
 # MODEL.MODEL_NAME -> config key that loads the family's zoo file
-PRETRAIN_KEYS = {"Uniformer": "UNIFORMER.PRETRAIN_NAME", "SF": "SF.PRETRAIN_NAME", "MViT": "TRAIN.CHECKPOINT_FILE_PATH"}
+PRETRAIN_KEYS = {
+    "Uniformer": "UNIFORMER.PRETRAIN_NAME",
+    "SF": "SF.PRETRAIN_NAME",
+    "MViT": "TRAIN.CHECKPOINT_FILE_PATH",
+}
 
 
 def zoo_state(model_name: str, state_dict: dict[str, torch.Tensor]) -> dict:
@@ -56,7 +60,9 @@ def pretrained_overrides(model_name: str, zoo_file: Path) -> dict[str, object]:
     """The config keys that start a target run from ``zoo_file``."""
     key = PRETRAIN_KEYS.get(model_name)
     if key is None:
-        raise ValueError(f"no zoo loading key for MODEL.MODEL_NAME {model_name!r}; known: {sorted(PRETRAIN_KEYS)}")
+        raise ValueError(
+            f"no zoo loading key for MODEL.MODEL_NAME {model_name!r}; known: {sorted(PRETRAIN_KEYS)}"
+        )
     out: dict[str, object] = {key: str(zoo_file)}
     if key == "TRAIN.CHECKPOINT_FILE_PATH":
         out["TRAIN.CHECKPOINT_EPOCH_RESET"] = True
@@ -119,7 +125,10 @@ def ensure_pretrained(plan: MethodPlan, cache_dir: Path, run: Runner) -> dict[st
     if not todo:
         return out
     corpus = corpus_plan(plan.pretrain, plan.data)
-    corpus_dir = cache_dir / f"corpus-{hashlib.sha256(json.dumps(asdict(corpus), sort_keys=True).encode()).hexdigest()[:12]}"
+    corpus_dir = (
+        cache_dir
+        / f"corpus-{hashlib.sha256(json.dumps(asdict(corpus), sort_keys=True).encode()).hexdigest()[:12]}"
+    )
     if not (corpus_dir / "synthetic.json").is_file():
         if corpus_dir.exists():
             shutil.rmtree(corpus_dir)  # a half-written corpus of an interrupted run

@@ -29,7 +29,9 @@ def step_order(records: list[dict]) -> list[str]:
     names = list(records[0]["steps"])
     for r in records[1:]:
         if list(r["steps"]) != names:
-            raise ValueError(f"seed {r['seed']} has steps {list(r['steps'])}, seed {records[0]['seed']} {names}")
+            raise ValueError(
+                f"seed {r['seed']} has steps {list(r['steps'])}, seed {records[0]['seed']} {names}"
+            )
     return names
 
 
@@ -71,7 +73,10 @@ def build_benchmark(records: list[dict], plan: dict, seconds: dict | None = None
     for key in records[0].get("extras", {}):
         runs = [np.asarray(r["extras"][key][ENSEMBLE]) == np.asarray(r["test_labels"]) for r in records]
         extras[key] = _summary(runs)
-    pseudo = {stage: {str(r["seed"]): r["pseudo_labels"][stage] for r in records} for stage in records[0]["pseudo_labels"]}
+    pseudo = {
+        stage: {str(r["seed"]): r["pseudo_labels"][stage] for r in records}
+        for stage in records[0]["pseudo_labels"]
+    }
     gap = steps[-1]["top1_mean"] - steps[0]["top1_mean"]
     closed = (steps[-2]["top1_mean"] - steps[0]["top1_mean"]) / gap if gap > 0 else float("nan")
     return {
@@ -108,11 +113,19 @@ def benchmark_markdown(bench: dict) -> str:
         cells = []
         for m in bench["models"]:
             pm = s.get("per_model", {}).get(m)
-            cells.append(f"{_pct(pm['top1_mean'])} [{_pct(pm['top1_ci95'][0])}, {_pct(pm['top1_ci95'][1])}]" if pm else "")
+            cells.append(
+                f"{_pct(pm['top1_mean'])} [{_pct(pm['top1_ci95'][0])}, {_pct(pm['top1_ci95'][1])}]"
+                if pm
+                else ""
+            )
         lo, hi = s["top1_ci95"]
         lines.append(f"| `{s['name']}` | **{_pct(s['top1_mean'])}** [{_pct(lo)}, {_pct(hi)}] | {per_seed} | "
                      + " | ".join(cells) + " |")  # fmt: skip
-    lines += ["", "| from -> to | delta (points) [95 % CI] | videos lost / gained | McNemar p |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| from -> to | delta (points) [95 % CI] | videos lost / gained | McNemar p |",
+        "|---|---:|---:|---:|",
+    ]
     for d in bench["deltas"]:
         lines.append(
             f"| `{d['from']}` -> `{d['to']}` | {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, "
@@ -121,7 +134,9 @@ def benchmark_markdown(bench: dict) -> str:
     if bench.get("extras"):
         lines += ["", "| variant | top-1 mean [95 % CI] |", "|---|---:|"]
         for k, v in bench["extras"].items():
-            lines.append(f"| `{k}` | {_pct(v['top1_mean'])} [{_pct(v['top1_ci95'][0])}, {_pct(v['top1_ci95'][1])}] |")
+            lines.append(
+                f"| `{k}` | {_pct(v['top1_mean'])} [{_pct(v['top1_ci95'][0])}, {_pct(v['top1_ci95'][1])}] |"
+            )
     if bench.get("pseudo_labels"):
         lines += ["", "| pseudo labels | rows (per seed) | precision | recall |", "|---|---|---:|---:|"]
         for stage, per in bench["pseudo_labels"].items():
@@ -131,7 +146,10 @@ def benchmark_markdown(bench: dict) -> str:
             lines.append(f"| {stage} | {rows} | {_pct(prec)} % | {_pct(rec)} % |")
     closed = bench.get("dark_gap_closed")
     if closed is not None and np.isfinite(closed):
-        lines += ["", f"Dark gap closed (final vote vs source-only, relative to normal-light val): {_pct(closed)} %."]
+        lines += [
+            "",
+            f"Dark gap closed (final vote vs source-only, relative to normal-light val): {_pct(closed)} %.",
+        ]
     if bench.get("seconds"):
         total = bench["seconds"].get("total")
         if total:
@@ -162,11 +180,18 @@ def plot_benchmark(bench: dict, path: Path) -> None:
         line(entries, m, "o--", colours[i % len(colours)])
     line(steps, "ensemble (averaged probabilities; last: vote)", "s-", "black")
     val = next(s for s in bench["steps"] if s["name"] == "normal_light_val")
-    ax.axhline(100 * val["top1_mean"], color="#dd8452", ls=":", label=f"normal-light val ({_pct(val['top1_mean'])} %)")
+    ax.axhline(
+        100 * val["top1_mean"],
+        color="#dd8452",
+        ls=":",
+        label=f"normal-light val ({_pct(val['top1_mean'])} %)",
+    )
     ax.set_xticks(x, [s["name"] for s in steps], rotation=20, ha="right")
     ax.set_ylabel("dark-test top-1 (%), mean and 95 % CI")
     ax.set_ylim(0, 105)
-    ax.set_title(f"Nightcrawler method benchmark: {len(bench['seeds'])} seeds x {bench['test_videos_per_seed'][0]} dark test videos")
+    ax.set_title(
+        f"Nightcrawler method benchmark: {len(bench['seeds'])} seeds x {bench['test_videos_per_seed'][0]} dark test videos"
+    )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -19,8 +19,10 @@ class StepFailed(RuntimeError):
 
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else (
-        f"{seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else (f"{seconds // 60}:{seconds % 60:02d}")
     )
 
 
@@ -60,7 +62,9 @@ class Runner:
         self.progress = progress
         self.seconds: dict[str, float] = {}
 
-    def __call__(self, script: str | os.PathLike, *args: str | os.PathLike, what: str, units: float = 1.0) -> float:
+    def __call__(
+        self, script: str | os.PathLike, *args: str | os.PathLike, what: str, units: float = 1.0
+    ) -> float:
         """Runs one entry point; returns its wall time. Raises :class:`StepFailed` on a non-zero exit."""
         cmd = [sys.executable, str(REPO / script), *map(str, args)]
         t0 = time.time()

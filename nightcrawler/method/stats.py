@@ -82,7 +82,9 @@ def paired_delta_interval(
     return Interval(mean, float(min(lo, mean)), float(max(hi, mean)))
 
 
-def mcnemar_exact(before: Sequence[Sequence[bool]], after: Sequence[Sequence[bool]]) -> tuple[float, int, int]:
+def mcnemar_exact(
+    before: Sequence[Sequence[bool]], after: Sequence[Sequence[bool]]
+) -> tuple[float, int, int]:
     """Two-sided exact McNemar test pooled over runs: (p, videos only `before` got right, only `after` did)."""
     b = np.concatenate([np.asarray(x, dtype=bool) for x in before])
     a = np.concatenate([np.asarray(x, dtype=bool) for x in after])

@@ -13,6 +13,8 @@ from nightcrawler.data.csvs import parse_video_list
 from nightcrawler.data.decoders import open_video
 from nightcrawler.data.synthetic import (
     CLASS_NAMES,
+    EXTRA_MOTIONS,
+    MOTIONS,
     Layout,
     SyntheticSpec,
     VideoJob,
@@ -48,6 +50,7 @@ def test_layout_and_lists(built):
     lists = {n: parse_video_list(out / n, num_classes=3) for n in summary.csvs}
     assert {n: len(r) for n, r in lists.items()} == {
         "train_label+val_dry.csv": 15,
+        "train_label.csv": 9,
         "val_dry.csv": 6,
         "arid.csv": 6,
         "dark_unlabel.csv": 6,
@@ -55,6 +58,7 @@ def test_layout_and_lists(built):
         "test.csv": 6,
     }
     merged, dry = lists["train_label+val_dry.csv"], lists["val_dry.csv"]
+    assert merged[:9] == lists["train_label.csv"]
     assert merged[9:] == dry and all(r.path.endswith(".avi") for r in dry)
     assert [r.label for r in merged[:9]] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert all(CLASS_NAMES[r.label] in r.path for r in merged)
@@ -210,3 +214,40 @@ def test_class_cue_gives_each_class_its_own_object_colours():
     assert np.array_equal(render_video(job(0, 1), spec), render_video(job(0, 1), spec))
     with pytest.raises(ValueError, match="class_cue"):
         make_synthetic_dataset("/nonexistent", SyntheticSpec(class_cue=1.5))
+
+
+def test_extra_motions_of_the_pretraining_corpus_are_their_own():
+    W, H, n = 128, 96, 32
+    tracks = {m: motion_track(m, n, np.random.default_rng(3), W, H) for m in EXTRA_MOTIONS}
+    assert len(set(EXTRA_MOTIONS) & set(CLASS_NAMES)) == 0 and len(MOTIONS) == 23
+    assert np.ptp(tracks["Spin"]["angle"]) >= 700  # two full turns
+    assert tracks["Grow"]["sx"][-1] > 1.5 * tracks["Grow"]["sx"][0]
+    assert tracks["Shrink"]["sx"][-1] < 0.6 * tracks["Shrink"]["sx"][0]
+    assert tracks["Fall"]["cy"][-1] - tracks["Fall"]["cy"][0] > 0.3 * H
+    assert tracks["Rise"]["cy"][0] - tracks["Rise"]["cy"][-1] > 0.3 * H
+    circle = tracks["Circle"]
+    assert np.ptp(circle["cx"]) > 0.25 * W and np.ptp(circle["cy"]) > 0.25 * H
+    # no two motions share a track
+    flat = {m: np.concatenate([t[k] for k in ("cx", "cy", "angle", "sx", "sy")]) for m, t in tracks.items()}
+    names = list(flat)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not np.allclose(flat[a], flat[b]), (a, b)
+
+
+def test_per_source_counts_and_custom_motions(tmp_path):
+    spec = SyntheticSpec(
+        seed=2, videos_per_class=2, frames=8, width=64, height=48, procedural=True,
+        per_source=(("test", 3), ("dark", 0), ("arid", 0)), motions=("Spin", "Drink"),
+    )  # fmt: skip
+    summary = make_synthetic_dataset(tmp_path, spec, Layout())
+    assert summary.videos == {"labeled": 4, "dry": 4, "dark": 0, "arid": 0, "test": 6}
+    meta = json.loads((tmp_path / "synthetic.json").read_text())
+    assert meta["class_names"] == ["Spin", "Drink"]
+    labeled = (tmp_path / "train_label.csv").read_text().splitlines()
+    assert len(labeled) == 4 and all(line.startswith(("Spin_", "Drink_")) for line in labeled)
+    assert (tmp_path / "total_unlabel.csv").read_text() == ""
+    with pytest.raises(ValueError, match="motions must be distinct names"):
+        plan_videos(SyntheticSpec(motions=("Spin", "Dance")), Layout())
+    with pytest.raises(ValueError, match="per_source"):
+        plan_videos(SyntheticSpec(per_source=(("ufo", 1),)), Layout())

@@ -196,6 +196,25 @@ def test_iterations_per_epoch_rules():
     assert train_module.iterations_per_epoch(c, 92, 40) == (40, 92)  # zip stops early; LR counts the labelled
     c.TRAIN.MAX_ITERS_PER_EPOCH = 10
     assert train_module.iterations_per_epoch(c, 92, None) == (10, 10)
+    # one pass over the pseudo loader, however long, and the LR schedule counts it
+    c.TRAIN.MAX_ITERS_PER_EPOCH = 0
+    c.TRAIN.PSEUDO_EPOCH_LENGTH = "pseudo"
+    assert train_module.iterations_per_epoch(c, 92, 150) == (150, 150)
+    assert train_module.iterations_per_epoch(c, 92, None) == (92, 92)
+    c.TRAIN.PSEUDO_EPOCH_LENGTH = "longest"
+    with pytest.raises(ValueError, match="PSEUDO_EPOCH_LENGTH"):
+        train_module.iterations_per_epoch(c, 92, 150)
+
+
+def test_pseudo_epoch_length_cycles_the_labelled_loader():
+    run = train_module.TrainingRun.__new__(train_module.TrainingRun)
+    c = get_cfg()
+    c.TRAIN.PSEUDO_EPOCH_LENGTH = "pseudo"
+    run.cfg, run.labelled, run.pseudo, run.iters_per_epoch = c, [1, 2], ["a", "b", "c", "d", "e"], 5
+    assert list(run.batch_iterator()) == [(1, "a"), (2, "b"), (1, "c"), (2, "d"), (1, "e")]
+    c.TRAIN.PSEUDO_EPOCH_LENGTH = "shorter"
+    run.iters_per_epoch = 2
+    assert list(run.batch_iterator()) == [(1, "a"), (2, "b")]
 
 
 @pytest.mark.parametrize(

@@ -22,26 +22,26 @@ def test_quick_demo_runs_every_step_and_writes_a_complete_submission(tmp_path):
     summary = json.loads((work / "summary.json").read_text())
     names = [s["name"] for s in summary["steps"]]
     assert names[:3] == ["source_only", "gamma_tta", "adapt_bn"]
-    assert names[3:-1] == ["pseudo_stage1"] and names[-1] == "final_vote"
+    assert names[3:] == ["pseudo_stage1", "final_vote", "normal_light_val"]
     for step in summary["steps"]:
-        assert 0.0 <= step["dark_test_top1"] <= 1.0
-    assert 0.0 <= summary["normal_val_top1"] <= 1.0 and summary["seconds"] > 0
+        assert 0.0 <= step["top1_mean"] <= 1.0 and step["top1_per_seed"] == [step["top1_mean"]]
+    assert summary["seconds"]["total"] > 0
     assert (work / "summary.md").read_text().count("|") > 10 and (work / "summary.png").stat().st_size > 1000
     # the submission covers every test video once, in test.csv order, with a class and probabilities
-    test_rows = [r[0] for r in csv.reader(open(work / "data" / "test.csv"))]
+    test_rows = [r[0] for r in csv.reader(open(work / "seed" / "data" / "test.csv"))]
     with open(summary["submission"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["Video"] for r in rows] == test_rows
     assert [int(r["VideoID"]) for r in rows] == list(range(len(test_rows)))
-    num_classes = len(json.loads((work / "data" / "synthetic.json").read_text())["class_names"])
-    assert num_classes == summary["plan"]["num_classes"]
+    num_classes = len(json.loads((work / "seed" / "data" / "synthetic.json").read_text())["class_names"])
+    assert num_classes == summary["plan"]["data"]["num_classes"]
     assert all(0 <= int(r["ClassID"]) < num_classes for r in rows)
     assert f"p{num_classes}" not in rows[0]
     probs = [[float(r[f"p{c}"]) for c in range(num_classes)] for r in rows]
     assert all(abs(sum(p) - 1) < 1e-3 for p in probs)
     # the pseudo labels the stage script wrote cover the unlabelled dark videos, one probability per class
-    stage_csv = work / "data" / "pseudo" / "stage1.csv"
-    unlabelled = {r[0] for r in csv.reader(open(work / "data" / "total_unlabel.csv"))}
+    stage_csv = work / "seed" / "data" / "pseudo" / "stage1.csv"
+    unlabelled = {r[0] for r in csv.reader(open(work / "seed" / "data" / "total_unlabel.csv"))}
     pseudo_rows = list(csv.reader(open(stage_csv)))
     assert pseudo_rows and all(len(r) == 2 + num_classes for r in pseudo_rows)
     assert {r[0] for r in pseudo_rows} <= unlabelled

@@ -1,0 +1,136 @@
+"""The method benchmark end to end at a tiny size: every figure of benchmark.json is computed from the runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from nightcrawler.method.stats import mcnemar_exact, paired_delta_interval, top1_interval
+from nightcrawler.pseudo.io import read_labelled_list, read_pseudo_csv
+from tests.conftest import REPO_ROOT
+
+TINY_PLAN = {
+    "recipe": str(REPO_ROOT / "configs" / "benchmark"),
+    "models": ["uniformer_tiny", "sf_tiny"],
+    "stages": 2,
+    "epochs": 2,
+    "pseudo_epochs": 1,
+    "data": {"num_classes": 3, "frames": 16, "width": 96, "height": 72,
+             "per_class": {"labeled": 3, "dry": 2, "dark": 3, "arid": 2, "test": 3}},
+    "last_stage_tta": [2, 3],
+    "pretrain": {"motions": ["Drink", "Jump", "Spin", "Circle"], "per_class": 3, "val_per_class": 1, "epochs": 2},
+}  # fmt: skip
+SEEDS = [3, 4]
+
+
+def _run(plan, work, *extra):
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "benchmark_method.py"), "--plan", str(plan),
+         "--workdir", str(work), "--seeds", *map(str, SEEDS), *extra],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    plan = root / "plan.yaml"
+    plan.write_text(yaml.safe_dump(TINY_PLAN))
+    work = root / "work"
+    res = _run(plan, work)
+    assert res.returncode == 0, (
+        res.stdout[-3000:] + res.stderr[-3000:] + (work / "run.log").read_text()[-3000:]
+    )
+    return plan, work, res.stdout
+
+
+def test_writes_the_three_files_with_every_step_in_method_order(bench):
+    _, work, out = bench
+    data = json.loads((work / "benchmark.json").read_text())
+    names = [s["name"] for s in data["steps"]]
+    assert names == ["source_only", "gamma_tta", "adapt_bn", "pseudo_stage1", "pseudo_stage2", "final_vote",
+                     "normal_light_val"]  # fmt: skip
+    assert [(d["from"], d["to"]) for d in data["deltas"]] == list(zip(names[:-2], names[1:-1]))
+    assert set(data["pseudo_labels"]) == {"stage1", "stage2"}
+    assert data["seconds"]["total"] > 0 and data["seconds"]["steps"]
+    assert data["test_videos_per_seed"] == [9, 9] and data["seeds"] == SEEDS
+    md = (work / "benchmark.md").read_text()
+    assert md.count("\n| `") >= len(names) + len(data["deltas"])
+    assert (work / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    # visible progress: one line per step with elapsed time and an estimate of the rest
+    lines = [line for line in out.splitlines() if line.startswith("[benchmark] seed")]
+    assert len(lines) > 20 and all("elapsed" in line and "left" in line for line in lines)
+
+
+def test_means_and_intervals_come_from_the_per_seed_predictions(bench):
+    _, work, _ = bench
+    data = json.loads((work / "benchmark.json").read_text())
+    records = [json.loads((work / f"seed_{s}" / "record.json").read_text()) for s in SEEDS]
+    steps = {s["name"]: s for s in data["steps"]}
+
+    def runs(step, member="ensemble"):
+        return [np.asarray(r["steps"][step][member]) == np.asarray(r["test_labels"]) for r in records]
+
+    for name in ["source_only", "gamma_tta", "adapt_bn", "pseudo_stage1", "pseudo_stage2", "final_vote"]:
+        s = steps[name]
+        per_seed = [float(x.mean()) for x in runs(name)]
+        assert s["top1_per_seed"] == pytest.approx(per_seed)
+        assert s["top1_mean"] == pytest.approx(np.mean(per_seed))
+        ci = top1_interval(runs(name))
+        assert s["top1_ci95"] == pytest.approx([ci.lo, ci.hi])
+        assert s["top1_ci95"][0] <= s["top1_mean"] <= s["top1_ci95"][1]
+        for m, pm in s.get("per_model", {}).items():
+            assert pm["top1_mean"] == pytest.approx(np.mean([x.mean() for x in runs(name, m)]))
+    for d in data["deltas"]:
+        before, after = runs(d["from"]), runs(d["to"])
+        assert d["mean"] == pytest.approx(steps[d["to"]]["top1_mean"] - steps[d["from"]]["top1_mean"])
+        assert d["ci95"] == pytest.approx(paired_delta_interval(before, after).as_list())
+        assert d["mcnemar_p"] == pytest.approx(mcnemar_exact(before, after)[0])
+    # the vote's figure is the submission CSV's, scored on the hidden labels
+    for r in records:
+        hidden = read_labelled_list(work / f"seed_{r['seed']}" / "data" / "hidden" / "test_labels.csv")
+        assert sorted(hidden) == r["test_names"]
+
+
+def test_pseudo_label_figures_match_the_stage_csvs(bench):
+    _, work, _ = bench
+    data = json.loads((work / "benchmark.json").read_text())
+    for seed in SEEDS:
+        hidden = read_labelled_list(work / f"seed_{seed}" / "data" / "hidden" / "total_unlabel_labels.csv")
+        for stage, per_seed in data["pseudo_labels"].items():
+            names, labels, _ = read_pseudo_csv(work / f"seed_{seed}" / "data" / "pseudo" / f"{stage}.csv")
+            right = sum(hidden[n] == int(c) for n, c in zip(names, labels))
+            q = per_seed[str(seed)]
+            assert q["rows"] == len(names) and sum(q["rows_per_class"]) == len(names)
+            assert q["precision"] == pytest.approx(right / len(names))
+            assert q["recall"] == pytest.approx(right / len(hidden))
+
+
+def test_source_weights_are_zoo_files_loaded_through_the_users_keys(bench):
+    _, work, _ = bench
+    zoo = sorted((work / "pretrain").glob("*/zoo.pth"))
+    assert len(zoo) == 2
+    uni = torch.load(next(z for z in zoo if "uniformer" in str(z)), weights_only=True)
+    sf = torch.load(next(z for z in zoo if "sf_tiny" in str(z)), weights_only=True)
+    assert set(uni) == {"model"} and set(sf) == {"model"}
+    assert all(k.startswith("module.backbone.") for k in sf["model"])  # the AlphAction layout
+    log = (work / "run.log").read_text()
+    assert "UNIFORMER.PRETRAIN_NAME" in log and "SF.PRETRAIN_NAME" in log
+
+
+def test_a_second_run_reuses_the_cache_and_the_finished_seeds(bench):
+    plan, work, _ = bench
+    before = (work / "benchmark.json").read_text()
+    res = _run(plan, work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("reusing") == len(SEEDS)
+    after = json.loads((work / "benchmark.json").read_text())
+    assert [s["top1_per_seed"] for s in after["steps"]] == [
+        s["top1_per_seed"] for s in json.loads(before)["steps"]
+    ]
