@@ -222,6 +222,13 @@ class SeedRun:
             record["steps"][f"pseudo_stage{k}"] = member_predictions(
                 {m: self.work / stage / m / file for m in self.plan.models}, self.test_names
             )
+            if last:  # every mode of the vote on its own (the last stage's step is its views x crops mode)
+                for name, mode_file in final_pkls.items():
+                    record.setdefault("extras", {})[f"vote_mode_{name.removeprefix('views_')}"] = (
+                        member_predictions(
+                            {m: self.work / stage / m / mode_file for m in self.plan.models}, self.test_names
+                        )
+                    )
             prev = stage
         return prev
 
@@ -252,7 +259,7 @@ class SeedRun:
         self.make_data()
         record: dict = {"seed": self.seed, "models": list(self.plan.models), "class_names": self.class_names,
                         "test_names": self.test_names, "test_labels": [self.test_labels[n] for n in self.test_names],
-                        "steps": {}, "pseudo_labels": {}, "seconds": {}}  # fmt: skip
+                        "steps": {}, "extras": {}, "pseudo_labels": {}, "seconds": {}}  # fmt: skip
         mark = time.time()
         self.supervised()
         record["seconds"]["supervised"] = time.time() - mark
@@ -267,7 +274,7 @@ class SeedRun:
         steps["adapt_bn"] = member_predictions(
             {m: self.work / "exp_adapt_bn" / m / self.pkl("test") for m in models}, self.test_names
         )
-        extras = record.setdefault("extras", {})
+        extras = record["extras"]
         extras["adapt_bn_without_gamma"] = member_predictions(
             {m: self.work / "exp_adapt_bn" / m / gnone for m in models}, self.test_names
         )

@@ -70,9 +70,13 @@ def build_benchmark(records: list[dict], plan: dict, seconds: dict | None = None
         deltas.append({"from": a, "to": b, "mean": d.mean, "ci95": d.as_list(), "mcnemar_p": p,
                        "videos_lost": lost, "videos_gained": gained})  # fmt: skip
     extras = {}
+    extra_runs = {}
     for key in records[0].get("extras", {}):
-        runs = [np.asarray(r["extras"][key][ENSEMBLE]) == np.asarray(r["test_labels"]) for r in records]
-        extras[key] = _summary(runs)
+        extra_runs[key] = [
+            np.asarray(r["extras"][key][ENSEMBLE]) == np.asarray(r["test_labels"]) for r in records
+        ]
+        extras[key] = _summary(extra_runs[key])
+    pattern = method_pattern(records, names, extra_runs)
     pseudo = {
         stage: {str(r["seed"]): r["pseudo_labels"][stage] for r in records}
         for stage in records[0]["pseudo_labels"]
@@ -88,10 +92,35 @@ def build_benchmark(records: list[dict], plan: dict, seconds: dict | None = None
         "steps": steps,
         "deltas": deltas,
         "extras": extras,
+        "pattern": pattern,
         "pseudo_labels": pseudo,
         "dark_gap_closed": closed,
         "seconds": seconds or {},
     }
+
+
+def method_pattern(records: list[dict], names: list[str], extra_runs: dict) -> list[dict]:
+    """The known pattern of the method, each relation as a paired delta: gamma > no gamma, adapt BN > source-only,
+    every pseudo stage >= the one before, the vote >= each of its modes (the ensembles it votes over)."""
+    runs = {n: [correct(r, n) for r in records] for n in names}
+    runs.update(extra_runs)
+    pairs = [
+        ("source_only", "gamma_tta", ">"),
+        ("source_only", "adapt_bn", ">"),
+        ("gamma_tta", "adapt_bn", ">"),
+    ]
+    stages = [n for n in names if n.startswith("pseudo_stage")]
+    pairs += [(a, b, ">=") for a, b in zip(["adapt_bn", *stages], stages)]
+    pairs += [(m, "final_vote", ">=") for m in extra_runs if m.startswith("vote_mode_")]
+    out = []
+    for a, b, rel in pairs:
+        if a not in runs or b not in runs:
+            continue
+        d = paired_delta_interval(runs[a], runs[b])
+        holds = d.mean > 0 if rel == ">" else d.mean >= 0
+        out.append({"claim": f"{b} {rel} {a}", "mean": d.mean, "ci95": d.as_list(), "holds": bool(holds),
+                    "within_ci": bool(d.hi > 0 if rel == ">" else d.hi >= 0)})  # fmt: skip
+    return out
 
 
 def _pct(x: float) -> str:
@@ -144,6 +173,16 @@ def benchmark_markdown(bench: dict) -> str:
             prec = np.mean([v["precision"] for v in per.values()])
             rec = np.mean([v["recall"] for v in per.values()])
             lines.append(f"| {stage} | {rows} | {_pct(prec)} % | {_pct(rec)} % |")
+    if bench.get("pattern"):
+        lines += [
+            "",
+            "| the method's known pattern | delta (points) [95 % CI] | holds (mean) |",
+            "|---|---:|:---:|",
+        ]
+        for c in bench["pattern"]:
+            lo, hi = c["ci95"]
+            lines.append(f"| {c['claim']} | {100 * c['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                         f"{'yes' if c['holds'] else 'no'} |")  # fmt: skip
     closed = bench.get("dark_gap_closed")
     if closed is not None and np.isfinite(closed):
         lines += [
