@@ -96,9 +96,20 @@ class Ablation:
         (out_dir / "pseudo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         csv = self.data / "pseudo" / f"ablation_{name}_stage{self.stage}.csv"
         model_dirs = [a for m in label_models for a in ("--model-dir", f"{roles[m]}={self.prev}/{m}")]
-        self.run(f"gen_pseudo_tools/generate_pseudo_label_stage{min(self.stage, 4)}.py", "--config",
-                 out_dir / "pseudo.yaml", "--root", self.dir, *model_dirs, "--list", self.data / "total_unlabel.csv",
-                 "--out", csv, what=f"seed {self.seed} {name}: pseudo labels", units=0.2)  # fmt: skip
+        self.run(
+            f"gen_pseudo_tools/generate_pseudo_label_stage{min(self.stage, 4)}.py",
+            "--config",
+            out_dir / "pseudo.yaml",
+            "--root",
+            self.dir,
+            *model_dirs,
+            "--list",
+            self.data / "total_unlabel.csv",
+            "--out",
+            csv,
+            what=f"seed {self.seed} {name}: pseudo labels",
+            units=0.2,
+        )
         return csv
 
     def settings(self, variant: dict) -> dict:
@@ -109,8 +120,13 @@ class Ablation:
         recipe = {
             f.name: f.read_text() for f in sorted(self.plan.recipe.glob("*.yaml")) if f.name not in skip
         }
-        return {"variant": variant, "stage": self.stage, "stage_opts": stage_opts, "recipe": recipe,
-                "plan_hash": self.record.get("plan_hash")}  # fmt: skip
+        return {
+            "variant": variant,
+            "stage": self.stage,
+            "stage_opts": stage_opts,
+            "recipe": recipe,
+            "plan_hash": self.record.get("plan_hash"),
+        }
 
     def __call__(self, name: str, variant: dict) -> dict:
         cached = self.dir / "ablations" / name / f"result_stage{self.stage}.json"
@@ -134,17 +150,36 @@ class Ablation:
             opts = {**stage_opts, **variant.get("train", {})}
             if "lr_scale" in variant:
                 s = float(variant["lr_scale"])
-                opts.update({"SOLVER.BASE_LR": cfg.SOLVER.BASE_LR * s, "SOLVER.WARMUP_START_LR": cfg.SOLVER.WARMUP_START_LR * s,
-                             "SOLVER.COSINE_END_LR": cfg.SOLVER.COSINE_END_LR * s})  # fmt: skip
-            opts.update({
-                "OUTPUT_DIR": str(out), "DATA.PATH_PREFIX": str(self.data), "RNG_SEED": self.seed,
-                "MODEL.NUM_CLASSES": len(self.record["class_names"]), "TEST.DATA_SELECT": "test",
-                "TRAIN.CHECKPOINT_FILE_PATH": str(self.dir / self.prev / m / "best.pyth"),
-                "DATA.PSEUDO_CSV": str(csv.relative_to(self.data)), "TEST.NUM_ENSEMBLE_VIEWS": 1,
-                "TEST.NUM_SPATIAL_CROPS": 1, "TEST.EXTRA_SETTINGS": "[]", "TEST.ALSO_SPLITS": "[]",
-            })  # fmt: skip
-            self.run("tools/run_net.py", "--cfg", self.plan.recipe / f"{m}.yaml", *overrides(opts),
-                     what=f"seed {self.seed} {name}: stage-{self.stage} training of {m}", units=1.0)  # fmt: skip
+                opts.update(
+                    {
+                        "SOLVER.BASE_LR": cfg.SOLVER.BASE_LR * s,
+                        "SOLVER.WARMUP_START_LR": cfg.SOLVER.WARMUP_START_LR * s,
+                        "SOLVER.COSINE_END_LR": cfg.SOLVER.COSINE_END_LR * s,
+                    }
+                )
+            opts.update(
+                {
+                    "OUTPUT_DIR": str(out),
+                    "DATA.PATH_PREFIX": str(self.data),
+                    "RNG_SEED": self.seed,
+                    "MODEL.NUM_CLASSES": len(self.record["class_names"]),
+                    "TEST.DATA_SELECT": "test",
+                    "TRAIN.CHECKPOINT_FILE_PATH": str(self.dir / self.prev / m / "best.pyth"),
+                    "DATA.PSEUDO_CSV": str(csv.relative_to(self.data)),
+                    "TEST.NUM_ENSEMBLE_VIEWS": 1,
+                    "TEST.NUM_SPATIAL_CROPS": 1,
+                    "TEST.EXTRA_SETTINGS": "[]",
+                    "TEST.ALSO_SPLITS": "[]",
+                }
+            )
+            self.run(
+                "tools/run_net.py",
+                "--cfg",
+                self.plan.recipe / f"{m}.yaml",
+                *overrides(opts),
+                what=f"seed {self.seed} {name}: stage-{self.stage} training of {m}",
+                units=1.0,
+            )
             paths[m] = out / pkl_name("test", self.frames, self.crop, 1, 1)
         preds = member_predictions(paths, self.record["test_names"])
         return {
@@ -172,12 +207,20 @@ def summarise(results: dict, records: dict, start_step: str, models: list[str]) 
         ci = top1_interval(r)
         d0 = paired_delta_interval(start, r)
         entry = {
-            "top1_mean": ci.mean, "top1_ci95": ci.as_list(), "top1_per_seed": [float(x.mean()) for x in r],
+            "top1_mean": ci.mean,
+            "top1_ci95": ci.as_list(),
+            "top1_per_seed": [float(x.mean()) for x in r],
             "per_model": {m: top1_interval(runs(name, m)).mean for m in models},
-            f"delta_vs_{start_step}": {"mean": d0.mean, "ci95": d0.as_list(), "mcnemar_p": mcnemar_exact(start, r)[0]},
-            "labels": {k: float(np.mean([results[name][s]["labels_quality"][k] for s in seeds]))
-                       for k in ("rows", "precision", "recall")},
-        }  # fmt: skip
+            f"delta_vs_{start_step}": {
+                "mean": d0.mean,
+                "ci95": d0.as_list(),
+                "mcnemar_p": mcnemar_exact(start, r)[0],
+            },
+            "labels": {
+                k: float(np.mean([results[name][s]["labels_quality"][k] for s in seeds]))
+                for k in ("rows", "precision", "recall")
+            },
+        }
         if name != "base" and "base" in results:
             b = runs("base")
             d = paired_delta_interval(b, r)
@@ -187,10 +230,22 @@ def summarise(results: dict, records: dict, start_step: str, models: list[str]) 
                 "mcnemar_p": mcnemar_exact(b, r)[0],
             }
         out[name] = entry
-    start_models = {m: top1_interval([np.asarray(records[s]["steps"][start_step][m]) == np.asarray(records[s]["test_labels"])
-                                      for s in seeds]).mean for m in models}  # fmt: skip
-    return {"seeds": seeds, "start_step": start_step, "start_top1": top1_interval(start).mean,
-            "start_per_model": start_models, "variants": out}  # fmt: skip
+    start_models = {
+        m: top1_interval(
+            [
+                np.asarray(records[s]["steps"][start_step][m]) == np.asarray(records[s]["test_labels"])
+                for s in seeds
+            ]
+        ).mean
+        for m in models
+    }
+    return {
+        "seeds": seeds,
+        "start_step": start_step,
+        "start_top1": top1_interval(start).mean,
+        "start_per_model": start_models,
+        "variants": out,
+    }
 
 
 def markdown(summary: dict, docs: dict) -> str:
@@ -212,11 +267,16 @@ def markdown(summary: dict, docs: dict) -> str:
         db = v.get("delta_vs_base")
         lines.append(
             f"| `{name}` | {docs.get(name, '')} | {100 * v['top1_mean']:.1f} [{100 * v['top1_ci95'][0]:.1f}, "
-            f"{100 * v['top1_ci95'][1]:.1f}] | " + " | ".join(f"{100 * v['per_model'][m]:.1f}" for m in models)
+            f"{100 * v['top1_ci95'][1]:.1f}] | "
+            + " | ".join(f"{100 * v['per_model'][m]:.1f}" for m in models)
             + f" | {100 * d0['mean']:+.1f} ({d0['mcnemar_p']:.2g}) | "
-            + (f"{100 * db['mean']:+.1f} [{100 * db['ci95'][0]:+.1f}, {100 * db['ci95'][1]:+.1f}] ({db['mcnemar_p']:.2g})" if db else "")
+            + (
+                f"{100 * db['mean']:+.1f} [{100 * db['ci95'][0]:+.1f}, {100 * db['ci95'][1]:+.1f}] ({db['mcnemar_p']:.2g})"
+                if db
+                else ""
+            )
             + f" | {v['labels']['rows']:.0f} / {100 * v['labels']['precision']:.1f} % |"
-        )  # fmt: skip
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -247,8 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     plan_file = bench["plan"]["plan_file"] if bench else str(REPO / "configs" / "benchmark" / "plan.yaml")
     plan = load_plan(plan_file)
     if bench:
-        plan = load_plan(plan_file, stages=bench["plan"]["stages"], epochs=bench["plan"]["epochs"],
-                         pseudo_epochs=bench["plan"]["pseudo_epochs"], models=bench["plan"]["models"])  # fmt: skip
+        plan = load_plan(
+            plan_file,
+            stages=bench["plan"]["stages"],
+            epochs=bench["plan"]["epochs"],
+            pseudo_epochs=bench["plan"]["pseudo_epochs"],
+            models=bench["plan"]["models"],
+        )
     progress = Progress(len(seed_dirs) * len(names) * (len(plan.models) + 0.2), prefix="[ablate]")
     run = Runner(work / "ablations.log", verbose=args.verbose, progress=progress)
     results: dict[str, dict[int, dict]] = {n: {} for n in names}

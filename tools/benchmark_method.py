@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without `pip install -e .`,
 
 from nightcrawler.method.pipeline import SeedRun, planned_units  # noqa: E402
 from nightcrawler.method.plan import load_plan  # noqa: E402
-from nightcrawler.method.pretrain import ensure_pretrained, pretrain_units  # noqa: E402
+from nightcrawler.method.pretrain import CORPUS_UNITS, ensure_pretrained, pretrain_units  # noqa: E402
 from nightcrawler.method.report import benchmark_markdown, build_benchmark, write_benchmark  # noqa: E402
 from nightcrawler.method.runner import Progress, Runner, StepFailed  # noqa: E402
 from nightcrawler.utils.io import atomic_write_text  # noqa: E402
@@ -77,8 +77,13 @@ def plan_hash(plan_dict: dict, recipe: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    plan = load_plan(args.plan, stages=args.stages, epochs=args.epochs, pseudo_epochs=args.pseudo_epochs,
-                     models=args.models)  # fmt: skip
+    plan = load_plan(
+        args.plan,
+        stages=args.stages,
+        epochs=args.epochs,
+        pseudo_epochs=args.pseudo_epochs,
+        models=args.models,
+    )
     if args.no_pretrain:
         from dataclasses import replace
 
@@ -101,11 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         todo.append(seed)
     units = planned_units(plan) * len(todo)
     if plan.pretrain.enable and todo:
-        units += 1.0 + pretrain_units(plan) * len(plan.models)
+        units += CORPUS_UNITS + pretrain_units(plan) * len(plan.models)
     progress = Progress(units, prefix="[benchmark]")
     run = Runner(work / "run.log", verbose=args.verbose, progress=progress)
-    print(f"[benchmark] plan {args.plan}: seeds {args.seeds}, models {list(plan.models)}, {plan.stages} stages; "
-          f"log {work / 'run.log'}", flush=True)  # fmt: skip
+    print(
+        f"[benchmark] plan {args.plan}: seeds {args.seeds}, models {list(plan.models)}, {plan.stages} stages; "
+        f"log {work / 'run.log'}",
+        flush=True,
+    )
     seconds: dict[str, float] = {}
     try:
         pretrained = {}

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without `pip install -e .`,
 
 from nightcrawler.method.pipeline import SeedRun, planned_units  # noqa: E402
 from nightcrawler.method.plan import load_plan  # noqa: E402
-from nightcrawler.method.pretrain import cache_key, ensure_pretrained, pretrain_units  # noqa: E402
+from nightcrawler.method.pretrain import CORPUS_UNITS, cache_key, ensure_pretrained, pretrain_units  # noqa: E402
 from nightcrawler.method.report import benchmark_markdown, build_benchmark, plot_benchmark  # noqa: E402
 from nightcrawler.method.runner import Progress, Runner, StepFailed  # noqa: E402
 from nightcrawler.utils.io import atomic_write_text  # noqa: E402
@@ -51,9 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--models", nargs="+", default=None, help="model configs of configs/benchmark/ (default: the plan's)"
     )
-    p.add_argument("--pretrain-cache", default=None,
-                   help="source pre-training cache (default: benchmark_work/pretrain where it has the weights, "
-                        "else WORKDIR/pretrain, kept across runs)")  # fmt: skip
+    p.add_argument(
+        "--pretrain-cache",
+        default=None,
+        help="source pre-training cache (default: benchmark_work/pretrain where it has the weights, "
+        "else WORKDIR/pretrain, kept across runs)",
+    )
     p.add_argument("--no-pretrain", action="store_true", help="train the tiny models from scratch")
     p.add_argument("--verbose", action="store_true", help="show every step's output (else: WORKDIR/demo.log)")
     return p.parse_args(argv)
@@ -67,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.models and len(set(args.models)) != len(args.models):
         raise SystemExit("--models: each model once")
-    plan = load_plan(PLANS["quick" if args.quick else "full"], stages=args.stages, epochs=args.epochs,
-                     models=args.models)  # fmt: skip
+    plan = load_plan(
+        PLANS["quick" if args.quick else "full"], stages=args.stages, epochs=args.epochs, models=args.models
+    )
     work = Path(args.workdir).resolve()
     own_cache = work / "pretrain"
     if args.pretrain_cache:
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if child != own_cache:
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     units = planned_units(plan) + (
-        (1.0 + pretrain_units(plan) * len(plan.models)) if plan.pretrain.enable else 0
+        (CORPUS_UNITS + pretrain_units(plan) * len(plan.models)) if plan.pretrain.enable else 0
     )
     run = Runner(work / "demo.log", verbose=args.verbose, progress=Progress(units, prefix="[demo]"))
     t0 = time.time()
@@ -95,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except StepFailed as exc:
         print(f"[demo] {exc}", file=sys.stderr)
         return 1
-    summary = build_benchmark([record], {**plan.to_dict(), "pretrained": bool(pretrained)},
-                              {"total": time.time() - t0})  # fmt: skip
+    summary = build_benchmark(
+        [record], {**plan.to_dict(), "pretrained": bool(pretrained)}, {"total": time.time() - t0}
+    )
     summary["submission"] = record["submission"]
     atomic_write_text(work / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(work / "summary.md", benchmark_markdown(summary))

@@ -102,18 +102,37 @@ class SeedRun:
         }
 
     def run_net(self, model: str, what: str, units: float, **opts) -> None:
-        self.run("tools/run_net.py", "--cfg", self.plan.recipe / f"{model}.yaml",
-                 *overrides({**self.common(), **opts}), what=f"seed {self.seed}: {what}", units=units)  # fmt: skip
+        self.run(
+            "tools/run_net.py",
+            "--cfg",
+            self.plan.recipe / f"{model}.yaml",
+            *overrides({**self.common(), **opts}),
+            what=f"seed {self.seed}: {what}",
+            units=units,
+        )
 
     def adapt_bn(self, model: str, checkpoint: Path, out: Path, what: str, **opts) -> None:
-        self.run("tools/adapt_bn.py", "--cfg", self.plan.recipe / f"{model}.yaml", "--checkpoint", checkpoint,
-                 "--output", out / "best.pyth", *overrides({**self.common(), "OUTPUT_DIR": str(out), **opts}),
-                 what=f"seed {self.seed}: {what}", units=0.3)  # fmt: skip
+        self.run(
+            "tools/adapt_bn.py",
+            "--cfg",
+            self.plan.recipe / f"{model}.yaml",
+            "--checkpoint",
+            checkpoint,
+            "--output",
+            out / "best.pyth",
+            *overrides({**self.common(), "OUTPUT_DIR": str(out), **opts}),
+            what=f"seed {self.seed}: {what}",
+            units=UNITS_ADAPT,
+        )
 
     # -------------------------------------------------------------------------------------------- steps
     def make_data(self) -> None:
-        self.run("tools/make_synthetic.py", *self.plan.data.make_args(self.data, self.seed),
-                 what=f"seed {self.seed}: synthetic dark-video set", units=units_data(self.plan))  # fmt: skip
+        self.run(
+            "tools/make_synthetic.py",
+            *self.plan.data.make_args(self.data, self.seed),
+            what=f"seed {self.seed}: synthetic dark-video set",
+            units=units_data(self.plan),
+        )
         meta = json.loads((self.data / "synthetic.json").read_text())
         self.class_names = meta["class_names"]
         self.num_classes = len(self.class_names)
@@ -127,8 +146,12 @@ class SeedRun:
         both = {"TEST.EXTRA_SETTINGS": "['1x1@gnone']"}
         for m in self.plan.models:
             out = self.work / "exp_adapt_bn" / m
-            opts = {"OUTPUT_DIR": str(out), "TEST.DATA_SELECT": "total_unlabel", "TEST.ALSO_SPLITS": "['test']",
-                    **both}  # fmt: skip
+            opts = {
+                "OUTPUT_DIR": str(out),
+                "TEST.DATA_SELECT": "total_unlabel",
+                "TEST.ALSO_SPLITS": "['test']",
+                **both,
+            }
             if self.plan.epochs is not None:
                 opts["SOLVER.MAX_EPOCH"] = self.plan.epochs
             if m in self.pretrained:
@@ -140,17 +163,33 @@ class SeedRun:
             )
             src = self.work / "exp_source_only" / m
             # BN statistics of the normal-light training clips as they are (no gamma): the source-only model
-            self.adapt_bn(m, out / "best.pyth", src, f"{m}: BN statistics of normal-light clips",
-                          **{"BN.SPLIT": "train_label", "BN.GAMMA": -1.0})  # fmt: skip
-            self.run_net(m, f"{m}: source-only tests (dark test with and without gamma, normal-light val)", 0.6,
-                         OUTPUT_DIR=str(src), **{"TRAIN.ENABLE": False, "TEST.DATA_SELECT": "test",
-                                                 "TEST.ALSO_SPLITS": "['val_dry']"}, **both)  # fmt: skip
+            self.adapt_bn(
+                m,
+                out / "best.pyth",
+                src,
+                f"{m}: BN statistics of normal-light clips",
+                **{"BN.SPLIT": "train_label", "BN.GAMMA": -1.0},
+            )
+            what = f"{m}: source-only tests (dark test with and without gamma, normal-light val)"
+            tests = {
+                "TRAIN.ENABLE": False,
+                "TEST.DATA_SELECT": "test",
+                "TEST.ALSO_SPLITS": "['val_dry']",
+                **both,
+            }
+            self.run_net(m, what, UNITS_SOURCE_TESTS, OUTPUT_DIR=str(src), **tests)
             if self.plan.original_bn_variant:
                 raw = self.work / "exp_adapt_bn_raw_clips" / m
-                self.adapt_bn(m, out / "best.pyth", raw, f"{m}: BN statistics of raw dark clips (the original's)",
-                              **{"BN.GAMMA": -1.0})  # fmt: skip
-                self.run_net(m, f"{m}: dark test with raw-clip BN statistics", 0.3, OUTPUT_DIR=str(raw),
-                             **{"TRAIN.ENABLE": False, "TEST.DATA_SELECT": "test"})  # fmt: skip
+                self.adapt_bn(
+                    m,
+                    out / "best.pyth",
+                    raw,
+                    f"{m}: BN statistics of raw dark clips (the original's)",
+                    **{"BN.GAMMA": -1.0},
+                )
+                tests = {"TRAIN.ENABLE": False, "TEST.DATA_SELECT": "test"}
+                what = f"{m}: dark test with raw-clip BN statistics"
+                self.run_net(m, what, UNITS_SOURCE_TESTS / 2, OUTPUT_DIR=str(raw), **tests)
 
     def write_fusion_configs(self, final_pkls: dict[str, str]) -> tuple[Path, Path, Path]:
         """Stage (thresholded, keep-all) and ensemble YAMLs for the plan's models (equal weights), from the
@@ -196,10 +235,20 @@ class SeedRun:
             last = k == self.plan.stages
             labels_csv = self.data / "pseudo" / f"stage{k}.csv"
             model_dirs = [a for m in self.plan.models for a in ("--model-dir", f"{self.roles[m]}={prev}/{m}")]
-            self.run(f"gen_pseudo_tools/generate_pseudo_label_stage{min(k, 4)}.py",
-                     "--config", pseudo_last_cfg if last else pseudo_cfg, "--root", self.work, *model_dirs,
-                     "--list", self.data / "total_unlabel.csv", "--out", labels_csv,
-                     what=f"seed {self.seed}: pseudo labels, stage {k}", units=0.2)  # fmt: skip
+            self.run(
+                f"gen_pseudo_tools/generate_pseudo_label_stage{min(k, 4)}.py",
+                "--config",
+                pseudo_last_cfg if last else pseudo_cfg,
+                "--root",
+                self.work,
+                *model_dirs,
+                "--list",
+                self.data / "total_unlabel.csv",
+                "--out",
+                labels_csv,
+                what=f"seed {self.seed}: pseudo labels, stage {k}",
+                units=UNITS_LABELS,
+            )
             record["pseudo_labels"][f"stage{k}"] = pseudo_label_quality(
                 labels_csv, self.unlabel_labels, self.num_classes
             )
@@ -207,17 +256,29 @@ class SeedRun:
             for m in self.plan.models:
                 out = self.work / stage / m
                 if last:
-                    tests = {"TEST.DATA_SELECT": "test", "TEST.NUM_ENSEMBLE_VIEWS": v, "TEST.NUM_SPATIAL_CROPS": c,
-                             "TEST.EXTRA_SETTINGS": "['1x1']" if (v, c) != (1, 1) else "[]"}  # fmt: skip
+                    tests = {
+                        "TEST.DATA_SELECT": "test",
+                        "TEST.NUM_ENSEMBLE_VIEWS": v,
+                        "TEST.NUM_SPATIAL_CROPS": c,
+                        "TEST.EXTRA_SETTINGS": "['1x1']" if (v, c) != (1, 1) else "[]",
+                    }
                 else:
                     tests = {"TEST.DATA_SELECT": "total_unlabel", "TEST.ALSO_SPLITS": "['test']"}
-                opts = {**self.stage_opts, "OUTPUT_DIR": str(out), **tests,
-                        "TRAIN.CHECKPOINT_FILE_PATH": str(self.work / prev / m / "best.pyth"),
-                        "DATA.PSEUDO_CSV": f"pseudo/stage{k}.csv"}  # fmt: skip
+                opts = {
+                    **self.stage_opts,
+                    "OUTPUT_DIR": str(out),
+                    **tests,
+                    "TRAIN.CHECKPOINT_FILE_PATH": str(self.work / prev / m / "best.pyth"),
+                    "DATA.PSEUDO_CSV": f"pseudo/stage{k}.csv",
+                }
                 if self.plan.pseudo_epochs is not None:
                     opts["SOLVER.MAX_EPOCH"] = self.plan.pseudo_epochs
-                self.run_net(m, f"stage-{k} pseudo-label training of {m} and its tests",
-                             units_stage(self.plan, self.stage_opts, last), **opts)  # fmt: skip
+                self.run_net(
+                    m,
+                    f"stage-{k} pseudo-label training of {m} and its tests",
+                    units_stage(self.plan, self.stage_opts, last),
+                    **opts,
+                )
             file = final_pkls[f"views_{v}x{c}"] if last else self.pkl("test")
             record["steps"][f"pseudo_stage{k}"] = member_predictions(
                 {m: self.work / stage / m / file for m in self.plan.models}, self.test_names
@@ -240,9 +301,19 @@ class SeedRun:
             if not link.exists():
                 link.symlink_to(self.work / last_stage / m, target_is_directory=True)
         sub_dir = self.work / "submission"
-        self.run("test_ensemble_vote.py", "--config", self.ens_cfg, "--root", self.work,
-                 "--test-csv", self.data / "test.csv", "--out-dir", sub_dir,
-                 what=f"seed {self.seed}: final ensemble and vote", units=0.2)  # fmt: skip
+        self.run(
+            "test_ensemble_vote.py",
+            "--config",
+            self.ens_cfg,
+            "--root",
+            self.work,
+            "--test-csv",
+            self.data / "test.csv",
+            "--out-dir",
+            sub_dir,
+            what=f"seed {self.seed}: final ensemble and vote",
+            units=UNITS_LABELS,
+        )
         ens = yaml.safe_load(self.ens_cfg.read_text())
         submission = sub_dir / ens["files"]["submission"]
         with open(submission, newline="") as f:
@@ -257,17 +328,26 @@ class SeedRun:
     def __call__(self) -> dict:
         t0 = time.time()
         self.make_data()
-        record: dict = {"seed": self.seed, "models": list(self.plan.models), "class_names": self.class_names,
-                        "test_names": self.test_names, "test_labels": [self.test_labels[n] for n in self.test_names],
-                        "steps": {}, "extras": {}, "pseudo_labels": {}, "seconds": {}}  # fmt: skip
+        record: dict = {
+            "seed": self.seed,
+            "models": list(self.plan.models),
+            "class_names": self.class_names,
+            "test_names": self.test_names,
+            "test_labels": [self.test_labels[n] for n in self.test_names],
+            "steps": {},
+            "extras": {},
+            "pseudo_labels": {},
+            "seconds": {},
+        }
         mark = time.time()
         self.supervised()
         record["seconds"]["supervised"] = time.time() - mark
         models = self.plan.models
         gnone = self.pkl("test", suffix="_gnone")
         steps = record["steps"]
-        steps["source_only"] = member_predictions({m: self.work / "exp_source_only" / m / gnone for m in models},
-                                                  self.test_names)  # fmt: skip
+        steps["source_only"] = member_predictions(
+            {m: self.work / "exp_source_only" / m / gnone for m in models}, self.test_names
+        )
         steps["gamma_tta"] = member_predictions(
             {m: self.work / "exp_source_only" / m / self.pkl("test") for m in models}, self.test_names
         )
@@ -307,20 +387,27 @@ class SeedRun:
 
 
 # ------------------------------------------------------------------------------------------------ planning
+# Progress units are nominal seconds on a 2-core CPU at the benchmark's size (measured there); the estimate of
+# what is left is rescaled by the seconds measured per unit as the run goes.
+def _videos(plan: MethodPlan, *sources: str) -> int:
+    return sum(plan.data.per_class.get(s, 0) for s in sources) * plan.data.num_classes
+
+
 def units_data(plan: MethodPlan) -> float:
-    return sum(plan.data.per_class.values()) * plan.data.num_classes / 400.0
+    return 0.012 * _videos(plan, "labeled", "dry", "dark", "arid", "test") + 1.0
 
 
 def units_train(plan: MethodPlan, model: str, cfg) -> float:
     epochs = plan.epochs or cfg.SOLVER.MAX_EPOCH
-    labelled = plan.data.per_class["labeled"] * plan.data.num_classes
-    return epochs * labelled / 200.0 + 1.0
+    per_epoch = 0.02 * _videos(plan, "labeled") + 0.01 * _videos(plan, "arid", "dry")
+    return epochs * per_epoch + 0.01 * _videos(plan, "dark", "arid", "test") + 5.0
 
 
 def units_stage(plan: MethodPlan, stage_opts: dict, last: bool) -> float:
     epochs = plan.pseudo_epochs or stage_opts.get("SOLVER", {}).get("MAX_EPOCH", 3)
-    labelled = plan.data.per_class["labeled"] * plan.data.num_classes
-    return epochs * 2 * labelled / 200.0 + (1.5 if last else 1.0)
+    rows = _videos(plan, "dark", "arid") * (1.0 if last else 0.65)
+    per_epoch = 0.04 * max(rows, _videos(plan, "labeled")) + 0.01 * _videos(plan, "arid", "dry")
+    return epochs * per_epoch + 0.01 * _videos(plan, "test") * (4 if last else 1) + 5.0
 
 
 def planned_units(plan: MethodPlan) -> float:
@@ -331,10 +418,14 @@ def planned_units(plan: MethodPlan) -> float:
     total = units_data(plan)
     for m in plan.models:
         cfg = load_config(str(plan.recipe / f"{m}.yaml"))
-        total += units_train(plan, m, cfg) + 0.3 + 0.6 + (0.6 if plan.original_bn_variant else 0.0)
+        total += units_train(plan, m, cfg) + UNITS_ADAPT + UNITS_SOURCE_TESTS
+        total += (UNITS_ADAPT + UNITS_SOURCE_TESTS / 2) if plan.original_bn_variant else 0.0
     for k in range(1, plan.stages + 1):
-        total += 0.2 + len(plan.models) * units_stage(plan, stage_opts, k == plan.stages)
-    return total + 0.2
+        total += UNITS_LABELS + len(plan.models) * units_stage(plan, stage_opts, k == plan.stages)
+    return total + UNITS_LABELS
+
+
+UNITS_ADAPT, UNITS_SOURCE_TESTS, UNITS_LABELS = 4.0, 7.0, 1.0
 
 
 __all__ = ["REPO", "SeedRun", "member_predictions", "pkl_name", "planned_units", "pseudo_label_quality"]

@@ -32,10 +32,25 @@ class DataPlan:
     def make_args(self, out: Path, seed: int) -> list[str]:
         counts = [f"{s}={int(self.per_class[s])}" for s in SOURCES if s in self.per_class]
         return [
-            "--out", out, "--seed", seed, "--num-classes", self.num_classes, "--frames", self.frames,
-            "--width", self.width, "--height", self.height, "--class-cue", self.class_cue,
-            "--videos-per-class", max(1, int(self.per_class.get("test", 4))), "--per-source", *counts,
-        ]  # fmt: skip
+            "--out",
+            out,
+            "--seed",
+            seed,
+            "--num-classes",
+            self.num_classes,
+            "--frames",
+            self.frames,
+            "--width",
+            self.width,
+            "--height",
+            self.height,
+            "--class-cue",
+            self.class_cue,
+            "--videos-per-class",
+            max(1, int(self.per_class.get("test", 4))),
+            "--per-source",
+            *counts,
+        ]
 
 
 @dataclass(frozen=True)
@@ -73,8 +88,17 @@ def load_plan(path: str | Path, **changes) -> MethodPlan:
     """Reads a plan YAML; ``changes`` (non-None values) replace its top-level fields."""
     path = Path(path)
     raw = yaml.safe_load(path.read_text()) or {}
-    known = {"recipe", "models", "data", "stages", "epochs", "pseudo_epochs", "last_stage_tta", "pretrain",
-             "original_bn_variant"}  # fmt: skip
+    known = {
+        "recipe",
+        "models",
+        "data",
+        "stages",
+        "epochs",
+        "pseudo_epochs",
+        "last_stage_tta",
+        "pretrain",
+        "original_bn_variant",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"{path}: unknown plan keys {unknown}; expected some of {sorted(known)}")

@@ -35,6 +35,7 @@ from nightcrawler.method.runner import Runner, overrides
 from nightcrawler.utils.io import atomic_write_text
 
 CACHE_VERSION = 1
+CORPUS_UNITS = 8.0  # progress units (nominal seconds) of rendering the corpus
 ZOO_FILE = "zoo.pth"
 
 # MODEL.MODEL_NAME -> config key that loads the family's zoo file
@@ -134,7 +135,12 @@ def ensure_pretrained(plan: MethodPlan, cache_dir: Path, run: Runner) -> dict[st
             shutil.rmtree(corpus_dir)  # a half-written corpus of an interrupted run
         args = corpus.make_args(corpus_dir, plan.pretrain.seed)
         args += ["--motions", *plan.pretrain.motions]
-        run("tools/make_synthetic.py", *args, what="source corpus (normal light, all motions)", units=1.0)
+        run(
+            "tools/make_synthetic.py",
+            *args,
+            what="source corpus (normal light, all motions)",
+            units=CORPUS_UNITS,
+        )
     pre = yaml.safe_load((plan.recipe / "pretrain.yaml").read_text()) or {}
     for m, folder in todo:
         train_dir = folder / "run"
@@ -148,9 +154,13 @@ def ensure_pretrained(plan: MethodPlan, cache_dir: Path, run: Runner) -> dict[st
         if plan.pretrain.epochs is not None:
             opts["SOLVER.MAX_EPOCH"] = plan.pretrain.epochs
         run(
-            "tools/run_net.py", "--cfg", plan.recipe / f"{m}.yaml", *overrides(opts),
-            what=f"source pre-training of {m}", units=pretrain_units(plan),
-        )  # fmt: skip
+            "tools/run_net.py",
+            "--cfg",
+            plan.recipe / f"{m}.yaml",
+            *overrides(opts),
+            what=f"source pre-training of {m}",
+            units=pretrain_units(plan),
+        )
         ckpt = torch.load(train_dir / "best.pyth", map_location="cpu", weights_only=True)
         model_name = _model_name(plan, m)
         tmp = folder / f".{ZOO_FILE}.tmp"
@@ -172,6 +182,9 @@ def ensure_pretrained(plan: MethodPlan, cache_dir: Path, run: Runner) -> dict[st
 
 def pretrain_units(plan: MethodPlan) -> float:
     """Planned work of one model's pre-training, in the progress units of :mod:`nightcrawler.method.pipeline`."""
-    epochs = plan.pretrain.epochs or 8
-    videos = plan.pretrain.per_class * len(plan.pretrain.motions)
-    return epochs * videos / 200.0
+    import yaml
+
+    pre = yaml.safe_load((plan.recipe / "pretrain.yaml").read_text()) or {}
+    epochs = plan.pretrain.epochs or pre.get("SOLVER", {}).get("MAX_EPOCH", 10)
+    videos = (plan.pretrain.per_class + plan.pretrain.val_per_class) * len(plan.pretrain.motions)
+    return 0.02 * epochs * videos

@@ -67,8 +67,17 @@ def build_benchmark(records: list[dict], plan: dict, seconds: dict | None = None
         before, after = [correct(r, a) for r in records], [correct(r, b) for r in records]
         d = paired_delta_interval(before, after)
         p, lost, gained = mcnemar_exact(before, after)
-        deltas.append({"from": a, "to": b, "mean": d.mean, "ci95": d.as_list(), "mcnemar_p": p,
-                       "videos_lost": lost, "videos_gained": gained})  # fmt: skip
+        deltas.append(
+            {
+                "from": a,
+                "to": b,
+                "mean": d.mean,
+                "ci95": d.as_list(),
+                "mcnemar_p": p,
+                "videos_lost": lost,
+                "videos_gained": gained,
+            }
+        )
     extras = {}
     extra_runs = {}
     for key in records[0].get("extras", {}):
@@ -118,8 +127,15 @@ def method_pattern(records: list[dict], names: list[str], extra_runs: dict) -> l
             continue
         d = paired_delta_interval(runs[a], runs[b])
         holds = d.mean > 0 if rel == ">" else d.mean >= 0
-        out.append({"claim": f"{b} {rel} {a}", "mean": d.mean, "ci95": d.as_list(), "holds": bool(holds),
-                    "within_ci": bool(d.hi > 0 if rel == ">" else d.hi >= 0)})  # fmt: skip
+        out.append(
+            {
+                "claim": f"{b} {rel} {a}",
+                "mean": d.mean,
+                "ci95": d.as_list(),
+                "holds": bool(holds),
+                "within_ci": bool(d.hi > 0 if rel == ">" else d.hi >= 0),
+            }
+        )
     return out
 
 
@@ -148,8 +164,11 @@ def benchmark_markdown(bench: dict) -> str:
                 else ""
             )
         lo, hi = s["top1_ci95"]
-        lines.append(f"| `{s['name']}` | **{_pct(s['top1_mean'])}** [{_pct(lo)}, {_pct(hi)}] | {per_seed} | "
-                     + " | ".join(cells) + " |")  # fmt: skip
+        lines.append(
+            f"| `{s['name']}` | **{_pct(s['top1_mean'])}** [{_pct(lo)}, {_pct(hi)}] | {per_seed} | "
+            + " | ".join(cells)
+            + " |"
+        )
     lines += [
         "",
         "| from -> to | delta (points) [95 % CI] | videos lost / gained | McNemar p |",
@@ -181,8 +200,10 @@ def benchmark_markdown(bench: dict) -> str:
         ]
         for c in bench["pattern"]:
             lo, hi = c["ci95"]
-            lines.append(f"| {c['claim']} | {100 * c['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
-                         f"{'yes' if c['holds'] else 'no'} |")  # fmt: skip
+            lines.append(
+                f"| {c['claim']} | {100 * c['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                f"{'yes' if c['holds'] else 'no'} |"
+            )
     closed = bench.get("dark_gap_closed")
     if closed is not None and np.isfinite(closed):
         lines += [

@@ -21,20 +21,41 @@ TINY_PLAN = {
     "stages": 2,
     "epochs": 2,
     "pseudo_epochs": 1,
-    "data": {"num_classes": 3, "frames": 16, "width": 96, "height": 72,
-             "per_class": {"labeled": 3, "dry": 2, "dark": 3, "arid": 2, "test": 3}},
+    "data": {
+        "num_classes": 3,
+        "frames": 16,
+        "width": 96,
+        "height": 72,
+        "per_class": {"labeled": 3, "dry": 2, "dark": 3, "arid": 2, "test": 3},
+    },
     "last_stage_tta": [2, 3],
-    "pretrain": {"motions": ["Drink", "Jump", "Spin", "Circle"], "per_class": 3, "val_per_class": 1, "epochs": 2},
-}  # fmt: skip
+    "pretrain": {
+        "motions": ["Drink", "Jump", "Spin", "Circle"],
+        "per_class": 3,
+        "val_per_class": 1,
+        "epochs": 2,
+    },
+}
 SEEDS = [3, 4]
 
 
 def _run(plan, work, *extra):
     return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools" / "benchmark_method.py"), "--plan", str(plan),
-         "--workdir", str(work), "--seeds", *map(str, SEEDS), *extra],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO_ROOT / "tools" / "benchmark_method.py"),
+            "--plan",
+            str(plan),
+            "--workdir",
+            str(work),
+            "--seeds",
+            *map(str, SEEDS),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +75,15 @@ def test_writes_the_three_files_with_every_step_in_method_order(bench):
     _, work, out = bench
     data = json.loads((work / "benchmark.json").read_text())
     names = [s["name"] for s in data["steps"]]
-    assert names == ["source_only", "gamma_tta", "adapt_bn", "pseudo_stage1", "pseudo_stage2", "final_vote",
-                     "normal_light_val"]  # fmt: skip
+    assert names == [
+        "source_only",
+        "gamma_tta",
+        "adapt_bn",
+        "pseudo_stage1",
+        "pseudo_stage2",
+        "final_vote",
+        "normal_light_val",
+    ]
     assert [(d["from"], d["to"]) for d in data["deltas"]] == list(zip(names[:-2], names[1:-1]))
     assert set(data["pseudo_labels"]) == {"stage1", "stage2"}
     assert data["seconds"]["total"] > 0 and data["seconds"]["steps"]
@@ -134,3 +162,55 @@ def test_a_second_run_reuses_the_cache_and_the_finished_seeds(bench):
     assert [s["top1_per_seed"] for s in after["steps"]] == [
         s["top1_per_seed"] for s in json.loads(before)["steps"]
     ]
+
+
+def test_ablations_rerun_a_stage_paired_and_reuse_their_results(bench, tmp_path):
+    _, work, _ = bench
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(
+        yaml.safe_dump(
+            {
+                "base": {"doc": "the recipe's stage"},
+                "low_lr": {"doc": "0.1x LR", "lr_scale": 0.1},
+                "all_rows": {"doc": "every row", "pseudo": {"selection": {"method": "all"}}},
+            }
+        )
+    )
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "tools" / "ablate_pseudo.py"),
+        "--workdir",
+        str(work),
+        "--variants",
+        str(variants),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = json.loads((work / "ablations.json").read_text())
+    assert list(out["variants"]) == ["base", "low_lr", "all_rows"] and out["seeds"] == SEEDS
+    records = {s: json.loads((work / f"seed_{s}" / "record.json").read_text()) for s in SEEDS}
+    start = [
+        np.asarray(records[s]["steps"]["adapt_bn"]["ensemble"]) == np.asarray(records[s]["test_labels"])
+        for s in SEEDS
+    ]
+    assert out["start_top1"] == pytest.approx(np.mean([x.mean() for x in start]))
+    for name, v in out["variants"].items():
+        cached = [
+            json.loads((work / f"seed_{s}" / "ablations" / name / "result_stage1.json").read_text())
+            for s in SEEDS
+        ]
+        runs = [
+            np.asarray(c["result"]["preds"]["ensemble"]) == np.asarray(records[s]["test_labels"])
+            for c, s in zip(cached, SEEDS)
+        ]
+        assert v["top1_mean"] == pytest.approx(np.mean([r.mean() for r in runs]))
+        assert v["delta_vs_adapt_bn"]["ci95"] == pytest.approx(paired_delta_interval(start, runs).as_list())
+    # the base variant is the benchmark's own stage 1: same labels, same training, same predictions
+    for s in SEEDS:
+        base = json.loads((work / f"seed_{s}" / "ablations" / "base" / "result_stage1.json").read_text())
+        assert base["result"]["preds"] == records[s]["steps"]["pseudo_stage1"]
+    # every row labelled: the variant's own CSV, as many rows as unlabelled videos
+    assert out["variants"]["all_rows"]["labels"]["rows"] == 15
+    assert "| `low_lr` |" in (work / "ablations.md").read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("reusing") == 3 * len(SEEDS)

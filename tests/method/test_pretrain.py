@@ -74,8 +74,11 @@ def test_cache_key_follows_the_settings():
 
 
 def test_plans_load_and_refuse_unknown_keys(tmp_path):
-    for path in [RECIPE / "plan.yaml", REPO_ROOT / "configs" / "demo" / "plan.yaml",
-                 REPO_ROOT / "configs" / "demo" / "quick.yaml"]:  # fmt: skip
+    for path in [
+        RECIPE / "plan.yaml",
+        REPO_ROOT / "configs" / "demo" / "plan.yaml",
+        REPO_ROOT / "configs" / "demo" / "quick.yaml",
+    ]:
         plan = load_plan(path)
         assert plan.recipe == RECIPE and plan.models == ("uniformer_tiny", "sf_tiny")
     bench = load_plan(RECIPE / "plan.yaml")
