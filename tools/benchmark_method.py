@@ -68,9 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def plan_hash(plan_dict: dict, recipe: Path) -> str:
-    """Hash of the plan and of every recipe YAML: a seed record is reused only under the same settings."""
+    """Hash of the plan and of every recipe YAML (not the ablation variants, which the benchmark does not run):
+    a seed record is reused only under the same settings."""
     h = hashlib.sha256(json.dumps(plan_dict, sort_keys=True).encode())
-    for f in sorted(recipe.glob("*.yaml")):
+    for f in sorted(p for p in recipe.glob("*.yaml") if p.name != "ablations.yaml"):
         h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 

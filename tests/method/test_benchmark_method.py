@@ -173,7 +173,8 @@ def test_ablations_rerun_a_stage_paired_and_reuse_their_results(bench, tmp_path)
                 "base": {"doc": "the recipe's stage"},
                 "low_lr": {"doc": "0.1x LR", "lr_scale": 0.1},
                 "all_rows": {"doc": "every row", "pseudo": {"selection": {"method": "all"}}},
-            }
+            },
+            sort_keys=False,
         )
     )
     cmd = [
