@@ -12,12 +12,15 @@ in ``--variants``) may set:
 
   train:      KEY: VALUE overrides of the stage's training runs (on top of pseudo_stage.yaml)
   lr_scale:   a factor on each model's SOLVER.BASE_LR, WARMUP_START_LR and COSINE_END_LR
-  pseudo:     changes to the recipe's pseudo.yaml (merged key by key): fusion weights, selection, ...
+  pseudo:     changes to the stage's fusion config (the recipe's pseudo.yaml as the seed ran it), merged key
+              by key: fusion weights, selection, ...
   label_models: the models whose PKLs are fused into the labels (default: every model)
 
 Writes ``ablations.json`` and ``ablations.md`` into the work folder: per variant the ensemble's and each
 model's top-1 (mean and interval over seeds and videos), the paired delta against the stage's starting point
-(``adapt_bn`` for stage 1) and against the ``base`` variant, and the labels' rows / precision / recall.
+(``adapt_bn`` for stage 1) and against the ``base`` variant, and the labels' rows / precision / recall. A
+variant's predictions are kept in ``seed_<s>/ablations/<name>/result_stage<k>.json`` and reused while its
+settings (the variant, the stage recipe, the seed's weights) are unchanged.
 """
 
 from __future__ import annotations
@@ -147,7 +150,10 @@ class Ablation:
         for m in self.plan.models:
             out = self.dir / "ablations" / name / m
             cfg = self.cfgs[m]
-            opts = {**stage_opts, **variant.get("train", {})}
+            opts = dict(stage_opts)
+            if self.plan.pseudo_epochs is not None:  # the plan's stage length, as the benchmark ran it
+                opts["SOLVER.MAX_EPOCH"] = self.plan.pseudo_epochs
+            opts.update(variant.get("train", {}))
             if "lr_scale" in variant:
                 s = float(variant["lr_scale"])
                 opts.update(

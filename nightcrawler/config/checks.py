@@ -48,6 +48,7 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _choice(cfg.DATA.ENSEMBLE_METHOD, ("sum", "max", "mean"), "DATA.ENSEMBLE_METHOD")
     _choice(cfg.SOLVER.OPTIMIZING_METHOD, ("sgd", "adamw"), "SOLVER.OPTIMIZING_METHOD")
     _choice(cfg.SOLVER.LR_POLICY, ("cosine", "steps_with_relative_lrs"), "SOLVER.LR_POLICY")
+    _choice(cfg.TRAIN.PSEUDO_EPOCH_LENGTH, ("shorter", "pseudo"), "TRAIN.PSEUDO_EPOCH_LENGTH")
     _choice(cfg.TRAIN.MIXED_PRECISION, ("fp16", "bf16", "none"), "TRAIN.MIXED_PRECISION")
     _choice(cfg.TEST.MIXED_PRECISION, ("fp16", "bf16", "none"), "TEST.MIXED_PRECISION")
     _choice(cfg.MODEL.LOSS_FUNC, ("soft_cross_entropy", "cross_entropy"), "MODEL.LOSS_FUNC")

@@ -165,3 +165,13 @@ def test_fitting_list_items_are_kept_and_ints_become_floats():
     assert cfg.DATA.MEAN == [0.0, 1.0, 0.5] and all(isinstance(x, float) for x in cfg.DATA.MEAN)
     assert cfg.UNIFORMER.PRUNE_RATIO == [[], [1, 0.5]]
     assert cfg.DATA.SPECIAL_LABEL_LIST == [1, 2, 3] and cfg.MVIT.DIM_MUL == [[1, 2.0], [3, 2.0]]
+
+
+def test_pseudo_epoch_length_is_one_of_its_choices():
+    cfg = get_cfg()
+    cfg.TRAIN.PSEUDO_EPOCH_LENGTH = "pseudo"
+    assert_and_infer_cfg(cfg)
+    cfg = get_cfg()
+    cfg.TRAIN.PSEUDO_EPOCH_LENGTH = "longest"
+    with pytest.raises(ConfigError, match="TRAIN.PSEUDO_EPOCH_LENGTH"):
+        assert_and_infer_cfg(cfg)
