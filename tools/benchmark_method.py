@@ -118,12 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     try:
         pretrained = {}
-        if plan.pretrain.enable and todo:
+        if plan.pretrain.enable and todo:  # finished seeds need no weights
             mark = time.time()
             pretrained = ensure_pretrained(plan, cache, run)
             seconds["source_pretraining"] = time.time() - mark
-        elif plan.pretrain.enable:
-            pretrained = ensure_pretrained(plan, cache, run)
         for seed in todo:
             folder = work / f"seed_{seed}"
             if folder.exists():
