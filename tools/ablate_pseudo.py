@@ -37,22 +37,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without `pip install -e .`, too
 
-from nightcrawler.method.pipeline import ENSEMBLE, ROLES, member_predictions, pkl_name, pseudo_label_quality  # noqa: E402
+from nightcrawler.method.pipeline import ENSEMBLE, SeedRun, member_predictions, pseudo_label_quality  # noqa: E402
 from nightcrawler.method.plan import MethodPlan  # noqa: E402
-from nightcrawler.method.runner import Progress, Runner, StepFailed, overrides  # noqa: E402
+from nightcrawler.method.runner import Progress, Runner, StepFailed  # noqa: E402
 from nightcrawler.method.stats import mcnemar_exact, paired_delta_interval, top1_interval  # noqa: E402
-from nightcrawler.pseudo.io import read_labelled_list  # noqa: E402
+from nightcrawler.pseudo.config import merge_mappings  # noqa: E402
 from nightcrawler.utils.io import atomic_write_text  # noqa: E402
 
 DEFAULT_VARIANTS = REPO / "configs" / "benchmark" / "ablations.yaml"
 VARIANT_KEYS = {"doc", "train", "lr_scale", "pseudo", "label_models"}
-
-
-def merge(base: dict, change: dict) -> dict:
-    out = dict(base)
-    for k, v in change.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,18 +60,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Ablation:
-    def __init__(self, work: Path, seed_dir: Path, plan: MethodPlan, stage: int, run: Runner):
-        from nightcrawler.config import load_config
+    """The variants of one stage on one finished seed, run through that seed's :class:`SeedRun`."""
 
+    def __init__(self, work: Path, seed_dir: Path, plan: MethodPlan, stage: int, run: Runner):
         self.work, self.dir, self.plan, self.stage, self.run = work, seed_dir, plan, stage, run
         self.record = json.loads((seed_dir / "record.json").read_text())
         self.seed = self.record["seed"]
-        self.cfgs = {m: load_config(str(plan.recipe / f"{m}.yaml")) for m in plan.models}
-        first = self.cfgs[plan.models[0]]
-        self.frames, self.crop = first.DATA.NUM_FRAMES, first.DATA.TEST_CROP_SIZE
+        self.seed_run = SeedRun(plan, self.seed, seed_dir, run, pretrained={})
+        self.seed_run.load_data()
         self.prev = "exp_adapt_bn" if stage == 1 else f"exp_pseudo_stage{stage - 1}"
         self.data = seed_dir / "data"
-        self.unlabel = read_labelled_list(self.data / "hidden" / "total_unlabel_labels.csv")
 
     def labels(self, name: str, variant: dict) -> Path:
         """The stage's pseudo-label CSV: the benchmark's own, or one made with the variant's label settings."""
@@ -88,8 +79,8 @@ class Ablation:
         cfg = yaml.safe_load(
             (self.dir / "configs" / ("pseudo_last.yaml" if last else "pseudo.yaml")).read_text()
         )
-        cfg = merge(cfg, variant.get("pseudo", {}))
-        roles = {m: ROLES[c.MODEL.MODEL_NAME] for m, c in self.cfgs.items()}
+        cfg = merge_mappings(cfg, variant.get("pseudo", {}))
+        roles = self.seed_run.roles
         label_models = variant.get("label_models", list(self.plan.models))
         if "label_models" in variant:
             cfg["fusion"]["weights"] = {roles[m]: round(1.0 / len(label_models), 6) for m in label_models}
@@ -98,20 +89,8 @@ class Ablation:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "pseudo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         csv = self.data / "pseudo" / f"ablation_{name}_stage{self.stage}.csv"
-        model_dirs = [a for m in label_models for a in ("--model-dir", f"{roles[m]}={self.prev}/{m}")]
-        self.run(
-            f"gen_pseudo_tools/generate_pseudo_label_stage{min(self.stage, 4)}.py",
-            "--config",
-            out_dir / "pseudo.yaml",
-            "--root",
-            self.dir,
-            *model_dirs,
-            "--list",
-            self.data / "total_unlabel.csv",
-            "--out",
-            csv,
-            what=f"seed {self.seed} {name}: pseudo labels",
-            units=0.2,
+        self.seed_run.make_labels(
+            self.stage, out_dir / "pseudo.yaml", csv, self.prev, f"{name}: pseudo labels", label_models
         )
         return csv
 
@@ -145,53 +124,27 @@ class Ablation:
 
     def compute(self, name: str, variant: dict) -> dict:
         csv = self.labels(name, variant)
-        stage_opts = yaml.safe_load((self.plan.recipe / "pseudo_stage.yaml").read_text()) or {}
+        tests = {
+            "TEST.DATA_SELECT": "test",
+            "TEST.NUM_ENSEMBLE_VIEWS": 1,
+            "TEST.NUM_SPATIAL_CROPS": 1,
+            "TEST.EXTRA_SETTINGS": "[]",
+            "TEST.ALSO_SPLITS": "[]",
+        }
         paths = {}
         for m in self.plan.models:
             out = self.dir / "ablations" / name / m
-            cfg = self.cfgs[m]
-            opts = dict(stage_opts)
-            if self.plan.pseudo_epochs is not None:  # the plan's stage length, as the benchmark ran it
-                opts["SOLVER.MAX_EPOCH"] = self.plan.pseudo_epochs
-            opts.update(variant.get("train", {}))
+            extra = dict(variant.get("train", {}))
             if "lr_scale" in variant:
-                s = float(variant["lr_scale"])
-                opts.update(
-                    {
-                        "SOLVER.BASE_LR": cfg.SOLVER.BASE_LR * s,
-                        "SOLVER.WARMUP_START_LR": cfg.SOLVER.WARMUP_START_LR * s,
-                        "SOLVER.COSINE_END_LR": cfg.SOLVER.COSINE_END_LR * s,
-                    }
-                )
-            opts.update(
-                {
-                    "OUTPUT_DIR": str(out),
-                    "DATA.PATH_PREFIX": str(self.data),
-                    "RNG_SEED": self.seed,
-                    "MODEL.NUM_CLASSES": len(self.record["class_names"]),
-                    "TEST.DATA_SELECT": "test",
-                    "TRAIN.CHECKPOINT_FILE_PATH": str(self.dir / self.prev / m / "best.pyth"),
-                    "DATA.PSEUDO_CSV": str(csv.relative_to(self.data)),
-                    "TEST.NUM_ENSEMBLE_VIEWS": 1,
-                    "TEST.NUM_SPATIAL_CROPS": 1,
-                    "TEST.EXTRA_SETTINGS": "[]",
-                    "TEST.ALSO_SPLITS": "[]",
-                }
-            )
-            self.run(
-                "tools/run_net.py",
-                "--cfg",
-                self.plan.recipe / f"{m}.yaml",
-                *overrides(opts),
-                what=f"seed {self.seed} {name}: stage-{self.stage} training of {m}",
-                units=1.0,
-            )
-            paths[m] = out / pkl_name("test", self.frames, self.crop, 1, 1)
+                solver, scale = self.seed_run.cfgs[m].SOLVER, float(variant["lr_scale"])
+                for key in ("BASE_LR", "WARMUP_START_LR", "COSINE_END_LR"):
+                    extra[f"SOLVER.{key}"] = getattr(solver, key) * scale
+            opts = self.seed_run.stage_options(m, csv, self.prev, out, tests, extra)
+            self.seed_run.run_net(m, f"{name}: stage-{self.stage} training of {m}", 1.0, **opts)
+            paths[m] = out / self.seed_run.pkl("test")
         preds = member_predictions(paths, self.record["test_names"])
-        return {
-            "preds": preds,
-            "labels_quality": pseudo_label_quality(csv, self.unlabel, len(self.record["class_names"])),
-        }
+        quality = pseudo_label_quality(csv, self.seed_run.unlabel_labels, self.seed_run.num_classes)
+        return {"preds": preds, "labels_quality": quality}
 
 
 def summarise(results: dict, records: dict, start_step: str, models: list[str]) -> dict:

@@ -143,13 +143,24 @@ def tta_settings(cfg: CfgNode) -> list[TTASetting]:
     return [main, *(parse_tta_setting(text, gamma) for text in cfg.TEST.EXTRA_SETTINGS)]
 
 
+def pkl_file_name(split: str, frames: int, crop: int, views: int, crops: int, suffix: str = "") -> str:
+    """``{split}x{frames}x{crop}x{views}x{crops}{suffix}.pkl``, the tester's PKL name."""
+    return f"{split}x{frames}x{crop}x{views}x{crops}{suffix}.pkl"
+
+
 def pkl_path(cfg: CfgNode, setting: TTASetting) -> Path:
     """``OUTPUT_DIR/{DATA_SELECT}x{NUM_FRAMES}x{TEST_CROP_SIZE}x{V}x{C}[_g<G>].pkl`` (suffix only when the
     setting's gamma differs from the main one)."""
-    stem = f"{cfg.TEST.DATA_SELECT}x{cfg.DATA.NUM_FRAMES}x{cfg.DATA.TEST_CROP_SIZE}x{setting.views}x{setting.crops}"
-    if setting.gamma != main_gamma(cfg):
-        stem += f"_g{gamma_text(setting.gamma)}"
-    return Path(cfg.OUTPUT_DIR) / f"{stem}.pkl"
+    suffix = f"_g{gamma_text(setting.gamma)}" if setting.gamma != main_gamma(cfg) else ""
+    name = pkl_file_name(
+        cfg.TEST.DATA_SELECT,
+        cfg.DATA.NUM_FRAMES,
+        cfg.DATA.TEST_CROP_SIZE,
+        setting.views,
+        setting.crops,
+        suffix,
+    )
+    return Path(cfg.OUTPUT_DIR) / name
 
 
 def view_index_fn(cfg: CfgNode):

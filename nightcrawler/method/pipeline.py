@@ -24,34 +24,22 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from nightcrawler.engine.test import pkl_file_name as pkl_name
 from nightcrawler.method.plan import MethodPlan
 from nightcrawler.method.runner import REPO, Runner, overrides
-from nightcrawler.pseudo.io import load_pkl, read_labelled_list, read_pseudo_csv
+from nightcrawler.pseudo.fuse import softmax
+from nightcrawler.pseudo.io import align_outputs, load_pkl, read_labelled_list, read_pseudo_csv
 
 ROLES = {"Uniformer": "uniformer", "SF": "slowfast", "MViT": "mvit"}
 ENSEMBLE = "ensemble"
 
 
-def pkl_name(split: str, frames: int, crop: int, views: int, crops: int, suffix: str = "") -> str:
-    """The tester's PKL file name (``nightcrawler.engine.test.pkl_path``) for a split and TTA setting."""
-    return f"{split}x{frames}x{crop}x{views}x{crops}{suffix}.pkl"
-
-
-def softmax_by_name(path: Path, names: list[str]) -> np.ndarray:
-    """A PKL's per-video softmax, rows in the order of ``names`` (every name must be there)."""
-    out = load_pkl(path)
-    index = {str(n): i for i, n in enumerate(out.names)}
-    missing = [n for n in names if n not in index]
-    if missing:
-        raise ValueError(f"{path} lacks {len(missing)} of the scored videos, e.g. {missing[:3]}")
-    scores = out.preds[[index[n] for n in names]].astype(np.float64)
-    e = np.exp(scores - scores.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 def member_predictions(paths: dict[str, Path], names: list[str]) -> dict[str, list[int]]:
-    """Predicted class per video of each model and of their averaged probabilities."""
-    probs = {m: softmax_by_name(p, names) for m, p in paths.items()}
+    """Predicted class per video (in the order of ``names``) of each model and of their averaged probabilities."""
+    aligned = align_outputs(
+        {m: load_pkl(p) for m, p in paths.items()}, order=names, order_source="the scored videos"
+    )
+    probs = {m: softmax(aligned.preds[m], np.float64) for m in paths}
     preds = {m: p.argmax(1).tolist() for m, p in probs.items()}
     preds[ENSEMBLE] = np.mean(list(probs.values()), 0).argmax(1).tolist()
     return preds
@@ -133,6 +121,10 @@ class SeedRun:
             what=f"seed {self.seed}: synthetic dark-video set",
             units=units_data(self.plan),
         )
+        self.load_data()
+
+    def load_data(self) -> None:
+        """Class names and hidden labels of the seed's set (already written by :meth:`make_data`)."""
         meta = json.loads((self.data / "synthetic.json").read_text())
         self.class_names = meta["class_names"]
         self.num_classes = len(self.class_names)
@@ -223,6 +215,47 @@ class SeedRun:
         (out / "ensemble.yaml").write_text(yaml.safe_dump(ens, sort_keys=False))
         return out / "pseudo.yaml", out / "pseudo_last.yaml", out / "ensemble.yaml"
 
+    def make_labels(
+        self, k: int, config: Path, out_csv: Path, prev: str, what: str, models: list[str] | None = None
+    ) -> None:
+        """The stage-``k`` script: ``models``' (default all) PKLs in ``prev`` fused by ``config`` -> ``out_csv``."""
+        model_dirs = [
+            a for m in models or self.plan.models for a in ("--model-dir", f"{self.roles[m]}={prev}/{m}")
+        ]
+        self.run(
+            f"gen_pseudo_tools/generate_pseudo_label_stage{min(k, 4)}.py",
+            "--config",
+            config,
+            "--root",
+            self.work,
+            *model_dirs,
+            "--list",
+            self.data / "total_unlabel.csv",
+            "--out",
+            out_csv,
+            what=f"seed {self.seed}: {what}",
+            units=UNITS_LABELS,
+        )
+
+    def stage_options(
+        self, model: str, labels_csv: Path, prev: str, out: Path, tests: dict, extra: dict
+    ) -> dict:
+        """Overrides of a pseudo-label stage's run of ``model``: pseudo_stage.yaml, the plan's stage length,
+        ``extra`` (an ablation's changes), then where it starts, what it trains on, where it writes, ``tests``."""
+        opts = dict(self.stage_opts)
+        if self.plan.pseudo_epochs is not None:
+            opts["SOLVER.MAX_EPOCH"] = self.plan.pseudo_epochs
+        opts.update(extra)
+        opts.update(
+            {
+                "OUTPUT_DIR": str(out),
+                "TRAIN.CHECKPOINT_FILE_PATH": str(self.work / prev / model / "best.pyth"),
+                "DATA.PSEUDO_CSV": str(labels_csv.relative_to(self.data)),
+                **tests,
+            }
+        )
+        return opts
+
     def pseudo_stages(self, record: dict) -> str:
         """Pseudo labels from the ensemble, then semi-supervised re-training, ``plan.stages`` times."""
         v, c = self.plan.last_stage_tta
@@ -234,21 +267,8 @@ class SeedRun:
         for k in range(1, self.plan.stages + 1):
             last = k == self.plan.stages
             labels_csv = self.data / "pseudo" / f"stage{k}.csv"
-            model_dirs = [a for m in self.plan.models for a in ("--model-dir", f"{self.roles[m]}={prev}/{m}")]
-            self.run(
-                f"gen_pseudo_tools/generate_pseudo_label_stage{min(k, 4)}.py",
-                "--config",
-                pseudo_last_cfg if last else pseudo_cfg,
-                "--root",
-                self.work,
-                *model_dirs,
-                "--list",
-                self.data / "total_unlabel.csv",
-                "--out",
-                labels_csv,
-                what=f"seed {self.seed}: pseudo labels, stage {k}",
-                units=UNITS_LABELS,
-            )
+            config = pseudo_last_cfg if last else pseudo_cfg
+            self.make_labels(k, config, labels_csv, prev, f"pseudo labels, stage {k}")
             record["pseudo_labels"][f"stage{k}"] = pseudo_label_quality(
                 labels_csv, self.unlabel_labels, self.num_classes
             )
@@ -264,15 +284,7 @@ class SeedRun:
                     }
                 else:
                     tests = {"TEST.DATA_SELECT": "total_unlabel", "TEST.ALSO_SPLITS": "['test']"}
-                opts = {
-                    **self.stage_opts,
-                    "OUTPUT_DIR": str(out),
-                    **tests,
-                    "TRAIN.CHECKPOINT_FILE_PATH": str(self.work / prev / m / "best.pyth"),
-                    "DATA.PSEUDO_CSV": f"pseudo/stage{k}.csv",
-                }
-                if self.plan.pseudo_epochs is not None:
-                    opts["SOLVER.MAX_EPOCH"] = self.plan.pseudo_epochs
+                opts = self.stage_options(m, labels_csv, prev, out, tests, {})
                 self.run_net(
                     m,
                     f"stage-{k} pseudo-label training of {m} and its tests",

@@ -22,11 +22,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 
-def _merge(base: dict, override: Mapping) -> dict:
+def merge_mappings(base: dict, override: Mapping) -> dict:
+    """``base`` with ``override`` merged in key by key (nested mappings merged, other values replaced)."""
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+            out[key] = merge_mappings(dict(out[key]), value)
         else:
             out[key] = value
     return out
@@ -49,7 +50,7 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict:
     data = dict(data)
     base = data.pop("_base_", None)
     if base is not None:
-        data = _merge(load_yaml(path.parent / str(base), (*_seen, path)), data)
+        data = merge_mappings(load_yaml(path.parent / str(base), (*_seen, path)), data)
     return data
 
 
@@ -370,7 +371,7 @@ def load_ensemble_config(path: str | os.PathLike) -> EnsembleConfig:
                 "pkls", f"names PKL set '{set_name}' not defined under 'pkl_sets' ({sorted(pkl_sets)})"
             )
         pkl_set = _Reader(pkl_sets[set_name], source, f"pkl_sets.{set_name}")
-        fusion_data = _merge(dict(shared_fusion), m.get("fusion", {}, Mapping))
+        fusion_data = merge_mappings(dict(shared_fusion), m.get("fusion", {}, Mapping))
         fusion = parse_fusion(fusion_data, source, num_classes, prefix=f"modes[{i}].fusion")
         _check_roles(fusion, models, source, f"mode '{name}'")
         pkls = {}
