@@ -105,7 +105,7 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
     for name in args.models:
         cfg = load_config(str(resolve_config(name)), ["NUM_GPUS", 0])
         torch.manual_seed(0)
-        model = build_model(cfg, pretrained=False).to(device)
+        model = build_model(cfg).to(device)
         crop = cfg.DATA.TRAIN_CROP_SIZE
         x = torch.randn(args.batch, 3, cfg.DATA.NUM_FRAMES, crop, crop, device=device)
         kernels = args.attention if cfg.MODEL.MODEL_NAME in ATTENTION_MODELS else ["-"]

@@ -42,7 +42,7 @@ def convert_checkpoint(
     cfg = cfg.clone()
     cfg.NUM_GPUS = 0
     torch.manual_seed(cfg.RNG_SEED)
-    model = build_model(cfg, pretrained=False)
+    model = build_model(cfg)
     report = load_pretrained(
         model,
         src,

@@ -57,7 +57,7 @@ def model_complexity(cfg) -> dict:
     cfg.NUM_GPUS = 0
     cfg.MODEL.USE_CHECKPOINT = False
     cfg.MODEL.ACT_CHECKPOINT = False
-    model = build_model(cfg, pretrained=False)
+    model = build_model(cfg)
     shape = view_shape(cfg)
     analysis = count_flops(model, shape)
     by_module = analysis.by_module()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from nightcrawler.config import ConfigError, load_config
 from nightcrawler.data.csvs import VideoRow, natural_sort_key, write_video_list
-from nightcrawler.data.ug2 import CLASS_NAMES
+from nightcrawler.data.splits import CLASS_NAMES
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 REAL_COUNTS = {"labeled": 2625, "dry": 330, "dark": 3088, "arid": 6207, "test": 3103}  # spec §1.1

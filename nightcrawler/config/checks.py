@@ -51,7 +51,6 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _choice(cfg.TRAIN.PSEUDO_EPOCH_LENGTH, ("shorter", "pseudo"), "TRAIN.PSEUDO_EPOCH_LENGTH")
     _choice(cfg.TRAIN.MIXED_PRECISION, ("fp16", "bf16", "none"), "TRAIN.MIXED_PRECISION")
     _choice(cfg.TEST.MIXED_PRECISION, ("fp16", "bf16", "none"), "TEST.MIXED_PRECISION")
-    _choice(cfg.MODEL.LOSS_FUNC, ("soft_cross_entropy", "cross_entropy"), "MODEL.LOSS_FUNC")
     if cfg.TRAIN.CHECKPOINT_TYPE != "pytorch" or cfg.TEST.CHECKPOINT_TYPE != "pytorch":
         raise ConfigError("TRAIN/TEST.CHECKPOINT_TYPE: only 'pytorch' checkpoints are supported")
     if cfg.AUG.NUM_SAMPLE < 1:
@@ -61,15 +60,15 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
             f"TEST.NUM_ENSEMBLE_VIEWS = {cfg.TEST.NUM_ENSEMBLE_VIEWS} must be >= 1 and TEST.NUM_SPATIAL_CROPS = "
             f"{cfg.TEST.NUM_SPATIAL_CROPS} must be 1 or 3"
         )
-    if cfg.MODEL.ARCH == "mvit" and cfg.DATA.TRAIN_CROP_SIZE != cfg.DATA.TEST_CROP_SIZE:
-        raise ConfigError(
-            "MViT position embeddings fix the input size: DATA.TRAIN_CROP_SIZE "
-            f"({cfg.DATA.TRAIN_CROP_SIZE}) must equal DATA.TEST_CROP_SIZE ({cfg.DATA.TEST_CROP_SIZE})"
-        )
-    if cfg.MODEL.ARCH == "sf" and cfg.DATA.NUM_FRAMES % 4:
-        raise ConfigError(
-            f"SF splits clips into slow frames 0, 4, ...: DATA.NUM_FRAMES ({cfg.DATA.NUM_FRAMES}) % 4 != 0"
-        )
+    # what the layers above declare: each phase's enhancement spec, the chosen model's input rules
+    from nightcrawler.data.enhance import check_enhancement_keys
+    from nightcrawler.models.registry import check_model_config
+
+    try:
+        check_enhancement_keys(cfg)
+        check_model_config(cfg)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(str(exc).strip("'\"")) from exc
     return cfg
 
 

@@ -60,8 +60,10 @@ _C.TEST.SAVE_RESULTS_PATH = ""  # optional extra pickle of [preds, labels] (orig
 _C.TEST.ALSO_SPLITS = []  # [new] further splits tested in the same run after DATA_SELECT (one PKL each)
 _C.TEST.DATA_SELECT = "val_dry"  # split to test: test, arid, dark_unlabel, total_unlabel, val_dry, ...
 _C.TEST.TEST_BEST = False  # test OUTPUT_DIR/best.pyth when TEST.CHECKPOINT_FILE_PATH is empty
-_C.TEST.GAMMA = 0.25  # gamma of the dark-video correction (original: hard-coded 0.25)
-_C.TEST.USE_GAMMA = True  # the test driver decodes every split with gamma, as the original
+_C.TEST.GAMMA = 0.25  # gamma of the dark-video correction (original: hard-coded 0.25); alias, see ENHANCE
+_C.TEST.USE_GAMMA = (
+    True  # the tester decodes every split with TEST.GAMMA, as the original; alias, see ENHANCE
+)
 _C.TEST.MAX_VIEWS_PER_FORWARD = 9  # [new] at most this many clips of one video per forward pass
 _C.TEST.EXTRA_SETTINGS = []  # [new] more TTA settings from the same pass, e.g. ["1x3", "3x1", "1x1@g0.45"]
 _C.TEST.SKIP_BAD_VIDEOS = False  # [new] skip (and list) undecodable test videos instead of failing
@@ -113,7 +115,9 @@ _C.DATA.CSV_ARID = "arid.csv"  # [new] list of split arid
 _C.DATA.CSV_DARK_UNLABEL = "dark_unlabel.csv"  # [new] list of split dark_unlabel
 _C.DATA.CSV_TOTAL_UNLABEL = "total_unlabel.csv"  # [new] list of splits train_unlabel and total_unlabel
 _C.DATA.CSV_TEST = "test.csv"  # [new] list of split test
-_C.DATA.TRAIN_GAMMA = -1.0  # [new] gamma on dark training clips (-1: none, as the original; spec 14.8)
+_C.DATA.TRAIN_GAMMA = (
+    -1.0
+)  # [new] gamma on dark training clips (-1: none, as the original); alias of ENHANCE.TRAIN_DARK
 _C.DATA.DECODE_RETRIES = 3  # [new] decode attempts per video before it counts as failed
 
 # ---------------------------------------------------------------------------------------------------- DATA_LOADER
@@ -152,7 +156,7 @@ _C.BN.NORM_TYPE = "batchnorm"  # normalisation layer type (only batchnorm is use
 _C.BN.NUM_SPLITS = 1  # sub-batch norm splits (unused)
 _C.BN.NUM_SYNC_DEVICES = 1  # sync-BN group size (unused)
 _C.BN.SPLIT = "train_unlabel"  # [new] split whose clips re-estimate the statistics
-_C.BN.GAMMA = -1.0  # [new] gamma applied to those clips (-1: none, as the original)
+_C.BN.GAMMA = -1.0  # [new] gamma applied to those clips (-1: none, as the original); alias of ENHANCE.BN
 _C.BN.SYNC_STATS = (
     False  # [new] pool the re-estimated statistics over all processes (original: rank 0's kept)
 )
@@ -185,7 +189,7 @@ _C.SOLVER.HONOR_CLIP_GRAD_L2NORM = False  # [new] use CLIP_GRAD_L2NORM instead o
 # ---------------------------------------------------------------------------------------------------- MODEL
 _C.MODEL = CfgNode()
 _C.MODEL.ARCH = "slowfast"  # architecture family: uniformer, mvit, sf
-_C.MODEL.MODEL_NAME = "SlowFast"  # registered builder: Uniformer, MViT, SF
+_C.MODEL.MODEL_NAME = "Uniformer"  # registered builder: Uniformer, MViT, SF (or one registered via IMPORTS)
 _C.MODEL.NUM_CLASSES = 400  # classifier outputs
 _C.MODEL.LOSS_FUNC = "cross_entropy"  # soft_cross_entropy (experiments) or cross_entropy
 _C.MODEL.SINGLE_PATHWAY_ARCH = [
@@ -212,6 +216,9 @@ _C.MODEL.PSEUDO_LOSS_FUNC = (
     ""  # original's soft pseudo loss name (never enabled; see TRAIN.PSEUDO_SOFT_TARGETS)
 )
 _C.MODEL.SOFT_T = 1.0  # temperature of soft pseudo targets
+_C.MODEL.PRETRAIN_NAME = (
+    ""  # [new] zoo weights of a model whose card names no key of its own (e.g. MViT, user models)
+)
 _C.MODEL.PRETRAIN_DIR = ""  # [new] folder searched for UNIFORMER/SF.PRETRAIN_NAME (empty: $NIGHTCRAWLER_PRETRAIN_DIR or ./pretrained)
 _C.MODEL.PRETRAIN_STRICT = True  # [new] PRETRAIN_NAME weights must match the model except the classifier (False: partial load, logged)
 
@@ -290,7 +297,19 @@ _C.TENSORBOARD = CfgNode()
 _C.TENSORBOARD.ENABLE = False  # write TensorBoard scalars (loss, lr, accuracy) to LOG_DIR
 _C.TENSORBOARD.LOG_DIR = ""  # TensorBoard folder relative to OUTPUT_DIR (empty: runs-<dataset>)
 
+# ---------------------------------------------------------------------------------------------------- ENHANCE
+# [new] the low-light enhancement of each phase, as a spec ``NAME`` or ``NAME:key=value,...`` of an enhancement
+# registered in nightcrawler/data/enhance.py (``none``, ``gamma:value=0.25``). Empty: the original's keys decide
+# (TEST.GAMMA with TEST.USE_GAMMA, BN.GAMMA, DATA.TRAIN_GAMMA, the *_GIC backends).
+_C.ENHANCE = CfgNode()
+_C.ENHANCE.TEST = ""  # every split the tester reads (alias: TEST.GAMMA if TEST.USE_GAMMA)
+_C.ENHANCE.EVAL = ""  # dark splits evaluated during training (alias: TEST.GAMMA)
+_C.ENHANCE.BN = ""  # the clips that re-estimate BatchNorm statistics (alias: BN.GAMMA)
+_C.ENHANCE.TRAIN_DARK = ""  # dark training clips, unlabelled or pseudo-labelled (alias: DATA.TRAIN_GAMMA)
+
 # ---------------------------------------------------------------------------------------------------- global
+_C.IMPORTS = []  # [new] Python modules (names, or .py files) imported before anything is built: user models,
+# enhancements and pseudo-label rules register themselves there
 _C.NUM_GPUS = 1  # GPUs (= processes) per machine; 0 runs on the CPU
 _C.NUM_SHARDS = 1  # machines
 _C.SHARD_ID = 0  # index of this machine

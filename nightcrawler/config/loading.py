@@ -196,14 +196,25 @@ class NightcrawlerCfgNode(CfgNode):
 
 
 def load_config(cfg_file: str | None = None, opts: Iterable[Any] | None = None) -> CfgNode:
-    """Defaults, then ``cfg_file`` (with ``_BASE_`` includes), then ``KEY VALUE`` overrides."""
+    """Defaults, then ``cfg_file`` (with ``_BASE_`` includes), then ``KEY VALUE`` overrides; then the modules
+    of ``IMPORTS`` are imported (relative ``.py`` paths are relative to the config file's folder)."""
     from nightcrawler.config.defaults import get_cfg
+    from nightcrawler.utils.imports import import_modules
 
     cfg = get_cfg()
     if cfg_file:
         cfg.merge_from_file(cfg_file)
     if opts:
         cfg.merge_from_list(list(opts))
+    if cfg.IMPORTS:
+        base = os.path.dirname(os.path.abspath(cfg_file)) if cfg_file else os.getcwd()
+        cfg.IMPORTS = [
+            os.path.join(base, m) if m.endswith(".py") and not os.path.isabs(m) else m for m in cfg.IMPORTS
+        ]
+        try:
+            import_modules(cfg.IMPORTS)
+        except ImportError as exc:
+            raise ConfigError(f"{cfg_file or 'config'}: {exc}") from exc
     return cfg
 
 

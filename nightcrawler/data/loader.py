@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from nightcrawler.data.decoders import open_video
-from nightcrawler.data.ug2 import SPLIT_DEFAULT, OpenFn, build_dataset, split_info
+from nightcrawler.data.splits import split_info
+from nightcrawler.data.ug2 import SPLIT_DEFAULT, OpenFn, build_dataset
 from nightcrawler.utils.distributed import get_rank, get_world_size
 from nightcrawler.utils.seeding import worker_init_fn
 
@@ -98,7 +99,7 @@ def build_loader(
     batch_size: int | None = None,
     shuffle: bool | None = None,
     drop_last: bool | None = None,
-    gamma: float | None | str = SPLIT_DEFAULT,
+    enhancement=SPLIT_DEFAULT,
     views: int | None = None,
     crops: int | None = None,
     num_workers: int | None = None,
@@ -110,7 +111,8 @@ def build_loader(
         batch_size: videos per process and batch (default: :func:`default_batch_size`).
         shuffle: default True for training splits, False for test splits.
         drop_last: default True for training splits, False for test splits.
-        gamma: see :func:`nightcrawler.data.ug2.build_dataset` (``"split"``: the split's default; None: off).
+        enhancement: see :func:`nightcrawler.data.ug2.build_dataset` (``"split"``: the split's own; None: off;
+            a list for test splits: every video's clips with each enhancement).
         views, crops: test splits' temporal views and spatial crops (default TEST.NUM_ENSEMBLE_VIEWS/CROPS).
         num_workers: default DATA_LOADER.NUM_WORKERS (persistent workers when > 0).
         open_fn: reader factory (tests).
@@ -120,12 +122,12 @@ def build_loader(
     :class:`EvalShardSampler` (always, so ``loader.sampler.indices`` names this process's videos).
     """
     info = split_info(split)
-    dataset = build_dataset(cfg, split, gamma=gamma, views=views, crops=crops, open_fn=open_fn)
+    dataset = build_dataset(cfg, split, enhancement=enhancement, views=views, crops=crops, open_fn=open_fn)
     world, rank = get_world_size(), get_rank()
     shuffle = info.training if shuffle is None else shuffle
     drop_last = info.training if drop_last is None else drop_last
     if batch_size is None:
-        batch_size = default_batch_size(cfg, split, world, dataset.num_views, dataset.num_crops)
+        batch_size = default_batch_size(cfg, split, world, dataset.clips_per_video, 1)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from nightcrawler.data.csvs import VideoRow, write_video_list
-from nightcrawler.data.ug2 import CLASS_NAMES
+from nightcrawler.data.splits import CLASS_NAMES
 from nightcrawler.utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)

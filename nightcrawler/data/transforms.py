@@ -1,7 +1,7 @@
-"""Clip transforms: gamma look-up, normalisation, test-time resize/crops, training augmentation (spec §3, §4).
+"""Clip transforms: enhancement + normalisation look-up, test-time resize/crops, training augmentation (spec §3, §4).
 
-Frames arrive as uint8 ``(T, H, W, 3)`` RGB. Gamma correction and normalisation are one 256-entry look-up
-(``gamma_normalize_lut``) applied to the whole clip. Clips leave as float32 ``(3, T, crop, crop)``.
+Frames arrive as uint8 ``(T, H, W, 3)`` RGB. A pointwise enhancement (gamma correction) and normalisation are one
+256-entry look-up (``normalize_lut``) applied to the whole clip; other enhancements run on the frames first. Clips leave as float32 ``(3, T, crop, crop)``.
 
 Test path (:func:`test_views`): look-up written straight into ``(3, T, H, W)`` planes, short-side resize to
 the crop size (long side floored, bilinear, ``align_corners=False``, no antialias), then the original's
@@ -22,11 +22,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from PIL import Image
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import str_to_pil_interp
+
+from nightcrawler.data.enhance import Enhancement, Identity, build_enhancement, check_frames
+from nightcrawler.data.enhance import gamma_lut as gamma_lut  # re-exported: the original's table
 
 DEFAULT_MEAN = (0.45, 0.45, 0.45)
 DEFAULT_STD = (0.225, 0.225, 0.225)
@@ -34,30 +36,16 @@ DEFAULT_STD = (0.225, 0.225, 0.225)
 
 # --------------------------------------------------------------------------------------------- look-ups
 
-
-def _check_gamma(gamma: float | None) -> None:
-    if gamma is not None and not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a positive finite number or None, got {gamma!r}")
+EnhancementLike = Enhancement | str | float | None  # a float is the original's gamma
 
 
-@functools.lru_cache(maxsize=16)
-def _gamma_lut(gamma: float | None) -> torch.Tensor:
-    values = torch.arange(256, dtype=torch.uint8)
-    if gamma is None:
-        return values
-    # torchvision's own uint8 adjust_gamma (gain 1), i.e. the original's correction, on every input value
-    return TF.adjust_gamma(values.view(1, 1, 256), gamma, gain=1).view(256)
+as_enhancement = build_enhancement  # an enhancement, a spec, the original's gamma value, or None
 
 
-def gamma_lut(gamma: float | None) -> torch.Tensor:
-    """uint8 ``(256,)`` table: ``lut[v]`` = torchvision ``adjust_gamma`` (gain 1) of value ``v``; None = identity."""
-    _check_gamma(gamma)
-    return _gamma_lut(None if gamma is None else float(gamma)).clone()
-
-
-@functools.lru_cache(maxsize=16)
-def _normalize_lut(gamma: float | None, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    x = _gamma_lut(gamma).float().view(256, 1) / 255.0  # same float32 steps as the original's normalisation
+@functools.lru_cache(maxsize=32)
+def _normalize_lut(table: bytes, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    x = torch.frombuffer(bytearray(table), dtype=torch.uint8).float().view(256, 1) / 255.0
+    # the same float32 steps as the original's per-pixel normalisation
     return (
         (x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
     ).contiguous()
@@ -74,32 +62,28 @@ def _channels(values: Sequence[float], name: str) -> tuple[float, float, float]:
     return values
 
 
-def gamma_normalize_lut(
-    gamma: float | None, mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD
+def normalize_lut(
+    table: torch.Tensor | None, mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD
 ) -> torch.Tensor:
-    """float32 ``(256, 3)`` table: normalised network input of raw value ``v`` per RGB channel, after gamma.
-
-    ``(gamma_lut(gamma)[v] / 255 - mean) / std`` in float32, exactly as the original computes it per pixel.
-    """
-    _check_gamma(gamma)
-    return _normalize_lut(
-        None if gamma is None else float(gamma), _channels(mean, "mean"), _channels(std, "std")
-    )
-
-
-def _check_frames(frames: torch.Tensor) -> None:
-    if (
-        not isinstance(frames, torch.Tensor)
-        or frames.dtype != torch.uint8
-        or frames.ndim != 4
-        or frames.shape[-1] != 3
-    ):
-        desc = (
-            f"{frames.dtype} {tuple(frames.shape)}"
-            if isinstance(frames, torch.Tensor)
-            else type(frames).__name__
+    """float32 ``(256, 3)`` table: normalised network input of raw value ``v`` per RGB channel after the uint8
+    ``(256,)`` look-up ``table`` (None: identity): ``(table[v] / 255 - mean) / std`` in float32."""
+    if table is None:
+        table = Identity().lut()
+    if table.dtype != torch.uint8 or tuple(table.shape) != (256,):
+        raise ValueError(
+            f"a pointwise enhancement's table must be uint8 (256,), got {table.dtype} {tuple(table.shape)}"
         )
-        raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {desc}")
+    return _normalize_lut(table.numpy().tobytes(), _channels(mean, "mean"), _channels(std, "std"))
+
+
+def gamma_normalize_lut(
+    gamma: EnhancementLike, mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD
+) -> torch.Tensor:
+    """:func:`normalize_lut` after a pointwise enhancement (the original's gamma when a float)."""
+    table = as_enhancement(gamma).lut()
+    if table is None:
+        raise ValueError(f"{as_enhancement(gamma).spec} is not pointwise: it has no look-up table")
+    return normalize_lut(table, mean, std)
 
 
 def lookup(frames: torch.Tensor, lut: torch.Tensor, channels_first: bool = False) -> torch.Tensor:
@@ -108,7 +92,7 @@ def lookup(frames: torch.Tensor, lut: torch.Tensor, channels_first: bool = False
     Returns ``(T, H, W, 3)``, or with ``channels_first`` a contiguous ``(3, T, H, W)`` (written directly in
     that layout: the resize and crops after it run fastest on planes).
     """
-    _check_frames(frames)
+    check_frames(frames)
     table = lut.numpy()
     if table.ndim == 2 and (table == table[:, :1]).all():
         table = table[:, 0]
@@ -122,23 +106,29 @@ def lookup(frames: torch.Tensor, lut: torch.Tensor, channels_first: bool = False
     return torch.from_numpy(np.stack([table[:, c][src[..., c]] for c in range(3)]))
 
 
-def apply_gamma(frames: torch.Tensor, gamma: float | None) -> torch.Tensor:
-    """Gamma-corrected copy of uint8 ``(T, H, W, 3)`` frames (None returns the frames unchanged)."""
-    if gamma is None:
-        _check_frames(frames)
-        return frames
-    return lookup(frames, gamma_lut(gamma))
+def apply_gamma(frames: torch.Tensor, gamma: EnhancementLike) -> torch.Tensor:
+    """Enhanced copy of uint8 ``(T, H, W, 3)`` frames (an identity returns the frames themselves)."""
+    check_frames(frames)
+    enhancement = as_enhancement(gamma)
+    return frames if enhancement.is_identity else enhancement(frames)
 
 
 def normalize(
     frames: torch.Tensor,
-    gamma: float | None = None,
+    gamma: EnhancementLike = None,
     mean: Sequence[float] = DEFAULT_MEAN,
     std: Sequence[float] = DEFAULT_STD,
     channels_first: bool = False,
 ) -> torch.Tensor:
-    """uint8 ``(T, H, W, 3)`` -> float32 ``(T, H, W, 3)`` (or ``(3, T, H, W)``): gamma, /255, - mean, / std."""
-    return lookup(frames, gamma_normalize_lut(gamma, mean, std), channels_first)
+    """uint8 ``(T, H, W, 3)`` -> float32 ``(T, H, W, 3)`` (or ``(3, T, H, W)``): enhance, /255, - mean, / std.
+
+    A pointwise enhancement is fused into the normalisation look-up; another one runs on the frames first.
+    """
+    enhancement = as_enhancement(gamma)
+    table = enhancement.lut()
+    if table is None:
+        frames, table = enhancement(frames), None
+    return lookup(frames, normalize_lut(table, mean, std), channels_first)
 
 
 # --------------------------------------------------------------------------------------------- test path
@@ -201,15 +191,16 @@ def test_views(
     frames: torch.Tensor,
     crop_size: int,
     num_crops: int,
-    gamma: float | None = None,
+    gamma: EnhancementLike = None,
     mean: Sequence[float] = DEFAULT_MEAN,
     std: Sequence[float] = DEFAULT_STD,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Test clips of one temporal view: uint8 ``(T, H, W, 3)`` -> float32 ``(num_crops, 3, T, crop, crop)``.
 
-    ``out`` (e.g. a slice of a video's ``(V*C, 3, T, crop, crop)`` batch) receives the clips without an extra
-    copy.
+    ``gamma``: the enhancement (an :class:`~nightcrawler.data.enhance.Enhancement`, a spec, or the original's
+    gamma value). ``out`` (e.g. a slice of a video's ``(V*C, 3, T, crop, crop)`` batch) receives the clips
+    without an extra copy.
     """
     clip = normalize(frames, gamma, mean, std, channels_first=True)  # (3, T, H, W)
     return spatial_crops(resize_short_side(clip, crop_size), crop_size, num_crops, out=out)
@@ -266,7 +257,7 @@ class ClipRandAugment:
         self.transform = rand_augment_transform(config, {"interpolation": str_to_pil_interp(interpolation)})
 
     def __call__(self, frames: torch.Tensor, rng: random.Random | None = None) -> torch.Tensor:
-        _check_frames(frames)
+        check_frames(frames)
         seed = (random if rng is None else rng).getrandbits(32)
         py_state, np_state = random.getstate(), np.random.get_state()
         out = np.empty(tuple(frames.shape), dtype=np.uint8)
@@ -284,7 +275,7 @@ class ClipRandAugment:
 class TrainTransform:
     """One augmented training clip: uint8 ``(T, H, W, 3)`` -> float32 ``(3, T, crop, crop)`` (spec §3.1).
 
-    Order: gamma (optional; the original trains without), RandAugment (clip-consistent), normalise, random
+    Order: enhancement (optional; the original trains without), RandAugment (clip-consistent), normalise, random
     resized crop to ``crop_size`` (bilinear; or, with ``scale=None``, short-side jitter in ``jitter_scales``
     then a random ``crop_size`` crop), horizontal flip, random erasing (timm, one box through all frames,
     i.i.d. N(0, 1) fill in ``pixel`` mode). Crop/flip/RandAugment-seed draws come from ``rng`` (default: the
@@ -305,7 +296,7 @@ class TrainTransform:
         mean: Sequence[float] = DEFAULT_MEAN,
         std: Sequence[float] = DEFAULT_STD,
         jitter_scales: Sequence[int] | None = None,
-        gamma: float | None = None,
+        enhancement: EnhancementLike = None,
     ):
         if not scale and not jitter_scales:
             raise ValueError("TrainTransform needs scale/ratio (random resized crop) or jitter_scales")
@@ -322,12 +313,12 @@ class TrainTransform:
         self.eraser = (
             RandomErasing(re_prob, mode=re_mode, max_count=re_count, device="cpu") if re_prob > 0 else None
         )
-        self.lut = gamma_normalize_lut(None, mean, std)
-        self.gamma = gamma
+        self.lut = normalize_lut(None, mean, std)
+        self.enhancement = as_enhancement(enhancement)
 
     def __call__(self, frames: torch.Tensor, rng: random.Random | None = None) -> torch.Tensor:
         rng = random if rng is None else rng
-        frames = apply_gamma(frames, self.gamma)
+        frames = apply_gamma(frames, self.enhancement)
         if self.rand_augment is not None:
             frames = self.rand_augment(frames, rng)
         num, height, width, _ = frames.shape

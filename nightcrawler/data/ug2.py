@@ -1,20 +1,6 @@
-"""The UG2+/ARID video dataset: split name -> CSV list + video roots -> decoded, transformed clips.
+"""The UG2+/ARID video dataset: split name -> CSV list + video roots -> decoded, enhanced, transformed clips.
 
-Splits (spec §1.5, plus the test-mode ``total_unlabel``):
-
-==================== ============================ ================================ ========================
-split                list (DATA key)              roots, primary first             items
-==================== ============================ ================================ ========================
-train_label          CSV_TRAIN_LABEL              ROOT_LABELED, ROOT_DRY           training
-train_unlabel        CSV_TOTAL_UNLABEL            ROOT_DARK, ROOT_ARID             training
-train_pseudo_label   PSEUDO_CSV                   ROOT_DARK, ROOT_ARID             training (+ CSV scores)
-val_dry              CSV_VAL_DRY                  ROOT_DRY, ROOT_LABELED           test
-arid                 CSV_ARID                     ROOT_ARID, ROOT_DARK             test
-dark_unlabel         CSV_DARK_UNLABEL             ROOT_DARK                        test
-total_unlabel        CSV_TOTAL_UNLABEL            ROOT_DARK, ROOT_ARID             test
-test                 CSV_TEST                     ROOT_TEST                        test
-==================== ============================ ================================ ========================
-
+The splits and their lists, roots and lighting are :mod:`nightcrawler.data.splits`.
 A row is read from the first root holding its path (``DATA.ROOT_FALLBACK``); the fallbacks never mix sources
 whose file names collide (dark-train and Test both use ``N.mp4``), see ``data/README.md``.
 
@@ -29,7 +15,6 @@ import logging
 import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,59 +23,14 @@ from torch.utils.data import Dataset
 from nightcrawler.data import sampling
 from nightcrawler.data.csvs import VideoRow, parse_video_list
 from nightcrawler.data.decoders import BackendUnavailableError, VideoDecodeError, open_video, parse_backend
-from nightcrawler.data.transforms import apply_gamma, test_views
+from nightcrawler.data.enhance import Enhancement, canonical, enhancement_list, gamma_spec, split_enhancement
+from nightcrawler.data.splits import split_info
+from nightcrawler.data.transforms import EnhancementLike, as_enhancement, test_views
 
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = ("Drink", "Jump", "Pick", "Pour", "Push", "Run", "Sit", "Stand", "Turn", "Walk", "Wave")
-SPLIT_DEFAULT = "split"  # gamma argument meaning "the split's configured default"
+SPLIT_DEFAULT = "split"  # build_dataset's enhancement argument meaning "the split's own"
 MAX_REPLACEMENTS = 20  # training: videos tried in a row for one item before giving up
-
-
-@dataclass(frozen=True)
-class SplitInfo:
-    """Where a split's list and videos are, and what kind of items it yields."""
-
-    name: str
-    training: bool
-    csv_key: str  # DATA key holding the list's file name (relative to PATH_PREFIX)
-    root_keys: tuple[str, ...]  # DATA keys of the video roots, primary first
-    require_label: bool = False  # rows must carry a class (training on labels)
-
-
-SPLITS: dict[str, SplitInfo] = {
-    s.name: s
-    for s in (
-        SplitInfo("train_label", True, "CSV_TRAIN_LABEL", ("ROOT_LABELED", "ROOT_DRY"), require_label=True),
-        SplitInfo("train_unlabel", True, "CSV_TOTAL_UNLABEL", ("ROOT_DARK", "ROOT_ARID")),
-        SplitInfo("train_pseudo_label", True, "PSEUDO_CSV", ("ROOT_DARK", "ROOT_ARID"), require_label=True),
-        SplitInfo("val_dry", False, "CSV_VAL_DRY", ("ROOT_DRY", "ROOT_LABELED")),
-        SplitInfo("arid", False, "CSV_ARID", ("ROOT_ARID", "ROOT_DARK")),
-        SplitInfo("dark_unlabel", False, "CSV_DARK_UNLABEL", ("ROOT_DARK",)),
-        SplitInfo("total_unlabel", False, "CSV_TOTAL_UNLABEL", ("ROOT_DARK", "ROOT_ARID")),
-        SplitInfo("test", False, "CSV_TEST", ("ROOT_TEST",)),
-    )
-}
-TRAIN_SPLITS = tuple(n for n, s in SPLITS.items() if s.training)
-TEST_SPLITS = tuple(n for n, s in SPLITS.items() if not s.training)
-DARK_SPLITS = ("arid", "dark_unlabel", "total_unlabel", "test")  # gamma-corrected by default when tested
-DARK_TRAINING_SPLITS = ("train_unlabel", "train_pseudo_label")  # DATA.TRAIN_GAMMA applies to these
-
-
-def split_info(split: str) -> SplitInfo:
-    """The :class:`SplitInfo` of ``split``; raises ValueError naming the valid splits."""
-    try:
-        return SPLITS[split]
-    except KeyError:
-        raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}") from None
-
-
-def normalize_gamma(gamma: float | None) -> float | None:
-    """None for "no correction" (None, non-positive values and 1.0), else the float gamma."""
-    if gamma is None:
-        return None
-    gamma = float(gamma)
-    return None if gamma <= 0 or gamma == 1.0 else gamma
 
 
 def resolve_video_paths(rows: Sequence[VideoRow], roots: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -133,7 +73,11 @@ class UG2Dataset(Dataset):
         dense: dense sampling (the expert's ``ug2`` dataset) instead of sparse segment sampling.
         sampling_rate, use_offset_sampling: dense sampling parameters.
         num_views, num_crops, crop_size: test clips per video and their size S.
-        gamma: gamma correction of the decoded uint8 frames (None: none).
+        enhancement: what brightens the decoded uint8 frames: an :class:`~nightcrawler.data.enhance.Enhancement`
+            or spec (None: none). Test splits also take a list: each video is decoded once and its
+            ``V x C`` clips are made with every enhancement in turn (``E * V * C`` clips, enhancement-major).
+        gamma: the original's argument, a gamma value (None or <= 0: none); used when ``enhancement`` is not
+            given.
         mean, std: normalisation.
         train_transform: callable ``(frames uint8 (T, H, W, 3), rng: random.Random)`` -> float32
             (3, T, S, S), e.g. :class:`~nightcrawler.data.transforms.TrainTransform` (training splits).
@@ -159,6 +103,7 @@ class UG2Dataset(Dataset):
         num_views: int = 1,
         num_crops: int = 1,
         crop_size: int = 224,
+        enhancement: EnhancementLike | Sequence[EnhancementLike] = None,
         gamma: float | None = None,
         mean: Sequence[float] = (0.45, 0.45, 0.45),
         std: Sequence[float] = (0.225, 0.225, 0.225),
@@ -205,7 +150,14 @@ class UG2Dataset(Dataset):
         self.num_views = num_views
         self.num_crops = num_crops
         self.crop_size = crop_size
-        self.gamma = normalize_gamma(gamma)
+        if enhancement is None:
+            enhancement = gamma_spec(gamma)
+        if isinstance(enhancement, (list, tuple)):
+            self.enhancements = tuple(enhancement_list([as_enhancement(e) for e in enhancement]))
+        else:
+            self.enhancements = (canonical(as_enhancement(enhancement)),)
+        if not self.enhancements or (self.training and len(self.enhancements) != 1):
+            raise ValueError(f"split {split}: training items take one enhancement, test items at least one")
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.train_transform = train_transform
@@ -219,9 +171,20 @@ class UG2Dataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def enhancement(self) -> Enhancement:
+        """The (first) enhancement of the items."""
+        return self.enhancements[0]
+
+    @property
+    def clips_per_video(self) -> int:
+        """Clips of a test item: enhancements x views x crops."""
+        return len(self.enhancements) * self.num_views * self.num_crops
+
     def __repr__(self) -> str:
         kind = "training" if self.training else f"{self.num_views}x{self.num_crops}"
-        return f"UG2Dataset({self.split}, {len(self)} videos, {kind}, gamma={self.gamma}, {self.csv_path})"
+        specs = "/".join(e.spec for e in self.enhancements)
+        return f"UG2Dataset({self.split}, {len(self)} videos, {kind}, enhancement={specs}, {self.csv_path})"
 
     # ------------------------------------------------------------------------------------------ sampling
     def clip_indices(
@@ -285,7 +248,8 @@ class UG2Dataset(Dataset):
                 f"split {self.split}: {MAX_REPLACEMENTS} videos in a row failed to decode (last: "
                 f"{self.paths[index]}); check the video roots and DATA.DECODING_BACKEND"
             )
-        frames = apply_gamma(frames, self.gamma)
+        if not self.enhancement.is_identity:
+            frames = self.enhancement(frames)
         assert self.train_transform is not None
         clips = torch.stack([self.train_transform(frames, rng) for _ in range(self.num_sample)])
         row = self.rows[index]
@@ -312,7 +276,7 @@ class UG2Dataset(Dataset):
             if not self.skip_bad:
                 raise
             logger.warning("split %s: skipping %s", self.split, exc)
-            shape = (self.num_views * self.num_crops, 3, self.num_frames, self.crop_size, self.crop_size)
+            shape = (self.clips_per_video, 3, self.num_frames, self.crop_size, self.crop_size)
             return {
                 "inputs": torch.zeros(shape),
                 "label": row.label,
@@ -322,11 +286,16 @@ class UG2Dataset(Dataset):
             }
         position = {frame: i for i, frame in enumerate(union)}
         clips = []
-        for view in views:
-            view_frames = frames[[position[i] for i in view]]
-            clips.append(
-                test_views(view_frames, self.crop_size, self.num_crops, self.gamma, self.mean, self.std)
-            )
+        for enhancement in self.enhancements:
+            # a pointwise enhancement is fused into each view's normalisation; another one sees the whole
+            # decoded union once
+            source = frames if enhancement.lut() is not None else enhancement(frames)
+            fused = enhancement if enhancement.lut() is not None else None
+            for view in views:
+                view_frames = source[[position[i] for i in view]]
+                clips.append(
+                    test_views(view_frames, self.crop_size, self.num_crops, fused, self.mean, self.std)
+                )
         inputs = torch.cat(clips)
         return {"inputs": inputs, "label": row.label, "index": index, "name": row.path, "ok": True}
 
@@ -349,19 +318,6 @@ def split_paths(cfg, split: str) -> tuple[str, list[str]]:
         )
     keys = info.root_keys if cfg.DATA.ROOT_FALLBACK else info.root_keys[:1]
     return csv_path, [os.path.join(prefix, cfg.DATA[k]) for k in keys]
-
-
-def default_gamma(cfg, split: str) -> float | None:
-    """The gamma of ``split`` when the caller does not choose: the dark training splits DATA.TRAIN_GAMMA (off
-    by default, as the original), the normal-light training split none; test splits TEST.GAMMA on the dark
-    splits, and on every split with a ``*_GIC`` DATA.DECODING_BACKEND (the original's gamma decoding mode)."""
-    info = split_info(split)
-    if info.training:
-        return normalize_gamma(cfg.DATA.TRAIN_GAMMA) if split in DARK_TRAINING_SPLITS else None
-    _, gamma_mode = parse_backend(cfg.DATA.DECODING_BACKEND)
-    if split in DARK_SPLITS or gamma_mode:
-        return normalize_gamma(cfg.TEST.GAMMA)
-    return None
 
 
 def build_train_transform(cfg) -> Callable[..., torch.Tensor]:
@@ -391,7 +347,7 @@ def build_dataset(
     cfg,
     split: str,
     *,
-    gamma: float | None | str = SPLIT_DEFAULT,
+    enhancement: EnhancementLike | Sequence[EnhancementLike] | str = SPLIT_DEFAULT,
     views: int | None = None,
     crops: int | None = None,
     open_fn: OpenFn = open_video,
@@ -399,18 +355,17 @@ def build_dataset(
     """The dataset of ``split`` configured from ``cfg``.
 
     Args:
-        gamma: ``"split"`` (default): :func:`default_gamma`; None or a non-positive value: no correction;
-            else the gamma applied to the decoded frames (the engine passes it explicitly).
+        enhancement: ``"split"`` (default): the split's own (:func:`~nightcrawler.data.enhance.split_enhancement`);
+            else an enhancement, spec, gamma value or None, or (test splits) a list of them (the engine passes
+            its phase's choice explicitly).
         views, crops: test splits: temporal views and spatial crops (default TEST.NUM_ENSEMBLE_VIEWS and
             TEST.NUM_SPATIAL_CROPS); ignored for training splits.
         open_fn: reader factory (tests).
     """
     info = split_info(split)
     csv_path, roots = split_paths(cfg, split)
-    if isinstance(gamma, str):
-        if gamma != SPLIT_DEFAULT:
-            raise ValueError(f"gamma must be a number, None or {SPLIT_DEFAULT!r}, got {gamma!r}")
-        gamma = default_gamma(cfg, split)
+    if isinstance(enhancement, str) and enhancement == SPLIT_DEFAULT:
+        enhancement = split_enhancement(cfg, split, info.training)
     dataset_name = cfg.TRAIN.DATASET if info.training else cfg.TEST.DATASET
     if dataset_name not in ("ug2", "ug2_sparse"):
         raise ValueError(
@@ -423,7 +378,7 @@ def build_dataset(
         dense=dataset_name == "ug2",
         sampling_rate=cfg.DATA.SAMPLING_RATE,
         use_offset_sampling=cfg.DATA.USE_OFFSET_SAMPLING,
-        gamma=gamma,
+        enhancement=enhancement,
         mean=cfg.DATA.MEAN,
         std=cfg.DATA.STD,
         backend=cfg.DATA.DECODING_BACKEND,

@@ -168,13 +168,13 @@ def adapt_checkpoint(
 ) -> dict[str, Any]:
     """Loads ``checkpoint`` into the model ``cfg`` describes, adapts its BatchNorm statistics on dark videos
     (``videos``, or the ``BN.SPLIT`` split of the config; ``BN.NUM_BATCHES_PRECISE`` batches of one training
-    process's share of ``TRAIN.BATCH_SIZE`` videos, training augmentation, gamma ``BN.GAMMA``) and writes ``output``
+    process's share of ``TRAIN.BATCH_SIZE`` videos, training augmentation, enhancement ``ENHANCE.BN``) and writes ``output``
     atomically: the input's content (epoch, optimiser state, ...) with the new ``model_state`` and a
     ``bn_adaptation`` record. Returns that record. Runs in one process (CPU, or GPU 0 with NUM_GPUS > 0)."""
     import tempfile
 
     from nightcrawler.config.checks import processes_per_machine
-    from nightcrawler.data import build_loader
+    from nightcrawler.data import build_loader, phase_enhancement
     from nightcrawler.models import build_model
     from nightcrawler.models.checkpoint import load_pretrained, read_checkpoint, require_trained_classifier
     from nightcrawler.utils.io import atomic_torch_save
@@ -187,12 +187,12 @@ def adapt_checkpoint(
         cfg.NUM_GPUS = min(cfg.NUM_GPUS, 1)
         device = torch.device("cuda", 0) if cfg.NUM_GPUS else torch.device("cpu")
         seed_everything(cfg.RNG_SEED)
-        model = build_model(cfg, pretrained=False)
+        model = build_model(cfg)
         report = load_pretrained(model, checkpoint, num_classes=cfg.MODEL.NUM_CLASSES, strict=True)
         require_trained_classifier(model, report)
         logger.info("adapt BN: %s", report.summary())
-        gamma = cfg.BN.GAMMA if cfg.BN.GAMMA > 0 else None
-        loader = build_loader(cfg, cfg.BN.SPLIT, gamma=gamma, batch_size=batch_size)
+        enhancement = phase_enhancement(cfg, "bn")
+        loader = build_loader(cfg, cfg.BN.SPLIT, enhancement=enhancement, batch_size=batch_size)
         before = {k: v.clone() for k, v in model.state_dict().items()}
         used = adapt_bn_statistics(model, loader, cfg.BN.NUM_BATCHES_PRECISE, device)
         after = model.state_dict()
@@ -202,7 +202,7 @@ def adapt_checkpoint(
             "videos": str(videos) if videos is not None else f"split {cfg.BN.SPLIT}",
             "num_videos": len(loader.dataset),
             "batches": used,
-            "gamma": gamma if gamma is not None else -1.0,
+            "enhancement": enhancement.spec,
             "bn_layers": len(bn_layers(model)),
             "changed_tensors": len(changed),
         }

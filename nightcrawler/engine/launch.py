@@ -21,7 +21,8 @@ from yacs.config import CfgNode
 
 from nightcrawler.config.checks import apply_world_layout, processes_per_machine
 from nightcrawler.config.loading import ConfigError
-from nightcrawler.utils.distributed import find_free_port
+from nightcrawler.utils.distributed import find_free_port, job_device
+from nightcrawler.utils.imports import import_modules
 from nightcrawler.utils.logging import environment_summary, setup_logging
 from nightcrawler.utils.seeding import seed_everything
 
@@ -198,6 +199,7 @@ def cpu_threads(cfg: CfgNode, local_processes: int | None = None) -> int:
 
 
 def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: ProcessGroupSpec | None) -> None:
+    import_modules(cfg.IMPORTS)  # spawned processes register the user's models / enhancements again
     if cfg.NUM_GPUS == 0:
         torch.set_num_threads(cpu_threads(cfg, spec.local_world_size if spec else 1))
     if spec is not None:
@@ -301,7 +303,7 @@ def distributed_selftest(cfg: CfgNode) -> None:
     from nightcrawler.utils.distributed import get_rank, get_world_size, is_dist
 
     rank, world = get_rank(), get_world_size()
-    device = torch.device("cuda", torch.cuda.current_device()) if cfg.NUM_GPUS > 0 else torch.device("cpu")
+    device = job_device(cfg.NUM_GPUS)
     value = torch.tensor([float(rank + 1)], device=device)
     if is_dist():
         dist.all_reduce(value)

@@ -1,4 +1,4 @@
-"""The tester (``TEST.ENABLE``): per-video scores of one split with multi-view x multi-crop (gamma) TTA.
+"""The tester (``TEST.ENABLE``): per-video scores of one split with multi-view x multi-crop (enhanced) TTA.
 
 ``test(cfg)`` builds the model, loads the checkpoint (priority below), decodes every video of
 ``TEST.DATA_SELECT`` once for all its ``V x C`` clips, forwards the clips in memory-bounded chunks, gathers
@@ -13,8 +13,8 @@ MViT), and writes on rank 0:
 * ``<pkl stem>_skipped.txt`` listing undecodable videos left out (``TEST.SKIP_BAD_VIDEOS``);
 * ``TEST.SAVE_RESULTS_PATH`` (relative to OUTPUT_DIR unless absolute): a pickled ``[preds, labels]`` pair.
 
-Every setting of ``TEST.EXTRA_SETTINGS`` ("VxC" or "VxC@gG") writes its own PKL (``..._g<G>`` suffix when
-its gamma differs from the main one). Settings whose clips are a subset of a decoded setting (1x3 or 3x1 of a
+Every setting of ``TEST.EXTRA_SETTINGS`` ("VxC" or "VxC@ENHANCEMENT") writes its own PKL (``..._<tag>`` suffix,
+e.g. ``_g0.45``, when its enhancement differs from the main one, ``ENHANCE.TEST``). Settings whose clips are a subset of a decoded setting (1x3 or 3x1 of a
 3x3, 1x1 of anything with the centre crop and the middle view) reuse that pass's clip outputs; others get a
 pass of their own. Either way the PKL equals the one a separate run of that setting writes.
 
@@ -25,50 +25,33 @@ model as built (random weights, or ``PRETRAIN_NAME`` zoo weights), with a warnin
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from nightcrawler.data.enhance import Enhancement, phase_enhancement
+from nightcrawler.data.splits import class_names
 from nightcrawler.engine.checkpointer import best_checkpoint_path, find_resume_checkpoint
 from nightcrawler.engine.metrics import classification_metrics, plot_confusion_matrix
-from nightcrawler.engine.tta import (
-    DecodePass,
-    TTASetting,
-    aggregate_clips,
-    gamma_text,
-    parse_tta_setting,
-    plan_passes,
+from nightcrawler.engine.scoring import SplitScores, forward_plan, score_split
+from nightcrawler.engine.tta import DecodePass, TTASetting, aggregate_clips, parse_tta_setting, plan_passes
+from nightcrawler.utils.distributed import (
+    barrier,
+    broadcast_parameters,
+    get_world_size,
+    is_master,
+    job_device,
 )
-from nightcrawler.engine.tta_data import bad_mask, build_pass_loader
-from nightcrawler.utils.distributed import all_gather_object, barrier, get_world_size, is_master
 from nightcrawler.utils.io import atomic_pickle_dump, atomic_write_text
 from nightcrawler.utils.logging import log_json_stats
 
 logger = logging.getLogger(__name__)
-
-_AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class SplitScores:
-    """Clip outputs of every tested video of a split, in CSV order."""
-
-    indices: np.ndarray  # (N,) dataset positions (CSV rows) of the videos kept
-    names: list[str]  # (N,) CSV relative paths
-    labels: np.ndarray  # (N,) int64, -1 when unknown
-    clip_outputs: torch.Tensor  # (N, K, classes) float32: the pass's forwarded clip columns, ascending
-    skipped: list[str]  # CSV paths of videos that could not be decoded (TEST.SKIP_BAD_VIDEOS), CSV order
-    dataset_size: int
 
 
 @dataclass
@@ -108,39 +91,45 @@ def resolve_test_checkpoint(cfg: CfgNode) -> tuple[Path | None, str]:
 
 
 def build_test_model(cfg: CfgNode) -> nn.Module:
-    """The model in eval mode with the test weights loaded (strictly), unwrapped from DDP."""
-    from nightcrawler.models import build_model
-    from nightcrawler.models.build import unwrap_model
-    from nightcrawler.models.checkpoint import load_checkpoint_weights, require_trained_classifier
+    """The model in eval mode on this process's device, with the test weights loaded (strictly)."""
+    from nightcrawler.models import build_model, get_card
+    from nightcrawler.models.checkpoint import (
+        load_checkpoint_weights,
+        load_weights_from_cfg,
+        require_trained_classifier,
+    )
 
     path, source = resolve_test_checkpoint(cfg)
-    # DDP (when several processes run) broadcasts rank 0's initial weights, so every rank holds the same model
-    # even without a checkpoint; zoo weights are only worth reading when no checkpoint replaces them.
-    model = unwrap_model(build_model(cfg, pretrained=path is None))
+    model = build_model(cfg)
     if path is None:
         logger.warning(
             "no checkpoint to test (TEST.CHECKPOINT_FILE_PATH, best.pyth, OUTPUT_DIR/checkpoints, "
-            "TRAIN.CHECKPOINT_FILE_PATH are all empty): testing the model as built (random weights)"
+            "TRAIN.CHECKPOINT_FILE_PATH are all empty): testing the model as built (zoo or random weights)"
         )
+        load_weights_from_cfg(
+            model, cfg
+        )  # zoo weights are only worth reading when no checkpoint replaces them
     else:
         logger.info("testing weights from %s (%s)", path, source)
         require_trained_classifier(model, load_checkpoint_weights(model, path, cfg, strict=True))
+    model = model.to(job_device(cfg.NUM_GPUS))
+    if path is None:
+        broadcast_parameters(model)  # every process tests the same random weights
+    logger.info("%s outputs %s per clip", cfg.MODEL.MODEL_NAME, get_card(cfg.MODEL.MODEL_NAME).outputs)
     return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------------- settings
-def main_gamma(cfg: CfgNode) -> float | None:
-    """The gamma every test split is decoded with (None: no correction; TEST.GAMMA <= 0 or 1 means none)."""
-    from nightcrawler.data.ug2 import normalize_gamma
-
-    return normalize_gamma(cfg.TEST.GAMMA) if cfg.TEST.USE_GAMMA else None
+def main_enhancement(cfg: CfgNode) -> Enhancement:
+    """The enhancement every tested split is decoded with (``ENHANCE.TEST`` or its aliases)."""
+    return phase_enhancement(cfg, "test")
 
 
 def tta_settings(cfg: CfgNode) -> list[TTASetting]:
     """The main setting (TEST.NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS) followed by TEST.EXTRA_SETTINGS."""
-    gamma = main_gamma(cfg)
-    main = TTASetting(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS, gamma)
-    return [main, *(parse_tta_setting(text, gamma) for text in cfg.TEST.EXTRA_SETTINGS)]
+    main = main_enhancement(cfg)
+    first = TTASetting(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS, main)
+    return [first, *(parse_tta_setting(text, main) for text in cfg.TEST.EXTRA_SETTINGS)]
 
 
 def pkl_file_name(split: str, frames: int, crop: int, views: int, crops: int, suffix: str = "") -> str:
@@ -148,12 +137,12 @@ def pkl_file_name(split: str, frames: int, crop: int, views: int, crops: int, su
     return f"{split}x{frames}x{crop}x{views}x{crops}{suffix}.pkl"
 
 
-def pkl_path(cfg: CfgNode, setting: TTASetting) -> Path:
-    """``OUTPUT_DIR/{DATA_SELECT}x{NUM_FRAMES}x{TEST_CROP_SIZE}x{V}x{C}[_g<G>].pkl`` (suffix only when the
-    setting's gamma differs from the main one)."""
-    suffix = f"_g{gamma_text(setting.gamma)}" if setting.gamma != main_gamma(cfg) else ""
+def pkl_path(cfg: CfgNode, setting: TTASetting, split: str | None = None) -> Path:
+    """``OUTPUT_DIR/{split}x{NUM_FRAMES}x{TEST_CROP_SIZE}x{V}x{C}[_<tag>].pkl`` (``split`` default
+    TEST.DATA_SELECT; the suffix only when the setting's enhancement differs from the main one)."""
+    suffix = f"_{setting.enhancement.tag()}" if setting.enhancement != main_enhancement(cfg) else ""
     name = pkl_file_name(
-        cfg.TEST.DATA_SELECT,
+        split or cfg.TEST.DATA_SELECT,
         cfg.DATA.NUM_FRAMES,
         cfg.DATA.TEST_CROP_SIZE,
         setting.views,
@@ -175,170 +164,76 @@ def view_index_fn(cfg: CfgNode):
 
 
 # ---------------------------------------------------------------------------------------------------- inference
-def forward_plan(clips_per_video: int, clips_per_process: int, max_views_per_forward: int) -> tuple[int, int]:
-    """(videos per loader batch, clips of one video per forward).
-
-    A forward holds at most ``clips_per_process`` clips (TEST.BATCH_SIZE / processes) and at most
-    ``max_views_per_forward`` clips of any one video (0: no limit); a batch of several videos is forwarded
-    chunk by chunk, the same chunk of every video at once.
-    """
-    limit = max_views_per_forward if max_views_per_forward > 0 else clips_per_video
-    chunk = max(1, min(clips_per_video, limit, clips_per_process))
-    return max(1, clips_per_process // chunk), chunk
-
-
-def _autocast(device: torch.device, mode: str):
-    if mode not in _AMP_DTYPES:
-        raise ValueError(f"TEST.MIXED_PRECISION = {mode!r} is not one of {', '.join(_AMP_DTYPES)}")
-    dtype = _AMP_DTYPES[mode]
-    if device.type != "cuda" or dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def forward_clips(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    chunk: int,
-    device: torch.device,
-    precision: str = "none",
-) -> torch.Tensor:
-    """Model outputs (float32, CPU) of ``(B, K, 3, T, H, W)`` clips as ``(B, K, classes)``, forwarding clips
-    ``[j, j + chunk)`` of every video together."""
-    b, k = inputs.shape[:2]
-    outs = []
-    with torch.inference_mode(), _autocast(device, precision):
-        for start in range(0, k, chunk):
-            part = inputs[:, start : start + chunk]
-            flat = part.reshape(-1, *inputs.shape[2:]).to(device, non_blocking=True)
-            y = model(flat)
-            if y.dim() != 2 or y.shape[0] != flat.shape[0]:
-                raise RuntimeError(f"model returned shape {tuple(y.shape)} for {flat.shape[0]} clips")
-            outs.append(y.float().reshape(b, part.shape[1], -1).cpu())
-    return torch.cat(outs, dim=1)
-
-
-def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total, desc=desc, unit="video", disable=not is_master(), dynamic_ncols=True, leave=False
-    )
-
-
-def run_pass(model: nn.Module, cfg: CfgNode, plan: DecodePass, open_fn=None) -> SplitScores:
-    """Decodes every video of the split once for ``plan``, forwards the clips its settings use, and gathers
-    the results of all processes (``clip_outputs`` columns follow ``plan.needed_columns()``)."""
+def run_pass(
+    model: nn.Module, cfg: CfgNode, plan: DecodePass, split: str | None = None, open_fn=None
+) -> SplitScores:
+    """Decodes every video of ``split`` (default TEST.DATA_SELECT) once for ``plan`` and scores the clips its
+    settings use (``clip_outputs`` columns follow ``plan.needed_columns()``)."""
+    from nightcrawler.data import build_loader
     from nightcrawler.data.decoders import open_video
 
-    device = torch.device("cuda", torch.cuda.current_device()) if cfg.NUM_GPUS > 0 else torch.device("cpu")
-    world = get_world_size()
+    split = split or cfg.TEST.DATA_SELECT
     needed = plan.needed_columns()
-    per_video = len(plan.gammas) * plan.views * plan.crops
-    select = None if needed == list(range(per_video)) else torch.tensor(needed)
-    clips_per_process = max(1, cfg.TEST.BATCH_SIZE // world)
+    clips_per_process = max(1, cfg.TEST.BATCH_SIZE // get_world_size())
     videos_per_batch, chunk = forward_plan(len(needed), clips_per_process, cfg.TEST.MAX_VIEWS_PER_FORWARD)
-    loader = build_pass_loader(
+    loader = build_loader(
         cfg,
-        cfg.TEST.DATA_SELECT,
+        split,
+        batch_size=videos_per_batch,
+        shuffle=False,
+        drop_last=False,
+        enhancement=list(plan.enhancements),
         views=plan.views,
         crops=plan.crops,
-        gammas=plan.gammas,
-        batch_size=videos_per_batch,
         open_fn=open_fn or open_video,
     )
-    dataset_size = len(loader.dataset)
     logger.info(
         "%s (%d videos): decoding %s for %s; %d video(s) per batch, %d of %d clip(s) per video forwarded, "
         "at most %d of one video per forward",
-        cfg.TEST.DATA_SELECT,
-        dataset_size,
+        split,
+        len(loader.dataset),
         plan.label(),
         ", ".join(s.label() for s, _ in plan.outputs),
         videos_per_batch,
         len(needed),
-        per_video,
+        plan.clips_per_video,
         chunk,
     )
-    indices: list[int] = []
-    names: list[str] = []
-    labels: list[int] = []
-    outputs: list[torch.Tensor] = []
-    skipped: list[tuple[int, str]] = []
-    start = time.perf_counter()
-    with _progress(len(loader.sampler), f"{cfg.TEST.DATA_SELECT} {plan.label()}") as bar:
-        for batch in loader:
-            batch_names = list(batch["names"])
-            bad = bad_mask(batch)
-            keep = ~bad
-            skipped += [(int(i), n) for i, n, b in zip(batch["index"], batch_names, bad) if b]
-            if keep.any():
-                inputs = batch["inputs"][torch.from_numpy(keep)] if bad.any() else batch["inputs"]
-                if inputs.shape[1] != per_video:
-                    raise RuntimeError(
-                        f"the {cfg.TEST.DATA_SELECT} loader gave {inputs.shape[1]} clips per video, expected "
-                        f"{len(plan.gammas)} gamma(s) x {plan.views} views x {plan.crops} crops = {per_video}"
-                    )
-                if select is not None:
-                    inputs = inputs[:, select]
-                outputs.append(forward_clips(model, inputs, chunk, device, cfg.TEST.MIXED_PRECISION))
-                indices += [int(i) for i, k in zip(batch["index"], keep) if k]
-                names += [n for n, k in zip(batch_names, keep) if k]
-                labels += [int(y) for y, k in zip(batch["labels"], keep) if k]
-            bar.update(len(batch_names))
-    elapsed = time.perf_counter() - start
-    local_outputs = torch.cat(outputs).numpy() if outputs else None
-    gathered = all_gather_object((indices, names, labels, local_outputs, skipped))
-    done = sum(len(g[0]) + len(g[4]) for g in gathered)
+    scores = score_split(
+        model,
+        loader,
+        job_device(cfg.NUM_GPUS),
+        columns=None if needed == list(range(plan.clips_per_video)) else needed,
+        chunk=chunk,
+        precision=cfg.TEST.MIXED_PRECISION,
+        split=f"{split} {plan.label()}",
+    )
+    done = len(scores.names) + len(scores.skipped)
     logger.info(
         "%s %s: %d videos in %.1f s (%.2f videos/s, %d process(es))",
-        cfg.TEST.DATA_SELECT,
+        split,
         plan.label(),
         done,
-        elapsed,
-        done / max(elapsed, 1e-9),
-        world,
+        scores.seconds,
+        done / max(scores.seconds, 1e-9),
+        get_world_size(),
     )
-    return merge_gathered(gathered, dataset_size, cfg.TEST.DATA_SELECT)
-
-
-def merge_gathered(gathered: Sequence[tuple], dataset_size: int, split: str) -> SplitScores:
-    """One row per dataset position in CSV order from every process's ``(indices, names, labels, outputs,
-    skipped)``; a position seen twice keeps its first row, a position nobody tested is an error."""
-    rows: dict[int, tuple[str, int, np.ndarray]] = {}
-    skipped: dict[int, str] = {}
-    for idx, names, labels, outs, bad in gathered:
-        for j, (i, name, label) in enumerate(zip(idx, names, labels)):
-            rows.setdefault(i, (name, label, outs[j]))
-        skipped.update(bad)
-    missing = dataset_size - len(rows) - len(skipped)
-    if missing > 0:
-        raise RuntimeError(f"{split}: {missing} of {dataset_size} videos were not tested by any process")
-    if not rows:
-        raise RuntimeError(f"{split}: none of the {dataset_size} videos could be decoded")
-    order = sorted(rows)
-    return SplitScores(
-        indices=np.asarray(order, dtype=np.int64),
-        names=[rows[i][0] for i in order],
-        labels=np.asarray([rows[i][1] for i in order], dtype=np.int64),
-        clip_outputs=torch.from_numpy(np.stack([rows[i][2] for i in order]).astype(np.float32, copy=False)),
-        skipped=[skipped[i] for i in sorted(skipped)],
-        dataset_size=dataset_size,
-    )
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
-def write_setting(cfg: CfgNode, setting: TTASetting, scores: SplitScores, positions: list[int]) -> TestResult:
+def write_setting(
+    cfg: CfgNode, setting: TTASetting, scores: SplitScores, positions: list[int], split: str | None = None
+) -> TestResult:
     """Aggregates ``setting``'s clips (``positions`` in ``scores.clip_outputs``, in the setting's clip order) per
-    video and (rank 0) writes its PKL, metrics, figure and skip list."""
+    video and (rank 0) writes its PKL, metrics, figure and skip list for ``split`` (default TEST.DATA_SELECT)."""
+    split = split or cfg.TEST.DATA_SELECT
     clips = scores.clip_outputs[:, positions]
     preds = aggregate_clips(clips, cfg.DATA.ENSEMBLE_METHOD).numpy().astype(np.float32)
-    path = pkl_path(cfg, setting)
+    path = pkl_path(cfg, setting, split)
     result = TestResult(setting, path, preds, scores.labels, scores.names, None)
     if (scores.labels >= 0).any():
-        result.metrics = classification_metrics(
-            preds, scores.labels, class_names=_class_names(preds.shape[1])
-        )
+        result.metrics = classification_metrics(preds, scores.labels, class_names=class_names(preds.shape[1]))
     if not is_master():
         return result
     atomic_pickle_dump(
@@ -367,12 +262,12 @@ def write_setting(cfg: CfgNode, setting: TTASetting, scores: SplitScores, positi
                 np.asarray(m["confusion_matrix"]),
                 Path(f"{stem}_confusion.png"),
                 class_names=m["class_names"],
-                title=f"{cfg.TEST.DATA_SELECT} {setting.label()}: top-1 {_fmt(m['top1_acc'])}%",
+                title=f"{split} {setting.label()}: top-1 {_fmt(m['top1_acc'])}%",
             )
         per_class = ", ".join(f"{k} {_fmt(v)}" for k, v in m["per_class_acc"].items())
         logger.info(
             "%s %s: top-1 %s%%, top-5 %s%% over %d labelled videos; per class: %s",
-            cfg.TEST.DATA_SELECT,
+            split,
             setting.label(),
             _fmt(m["top1_acc"]),
             _fmt(m["top5_acc"]),
@@ -383,7 +278,7 @@ def write_setting(cfg: CfgNode, setting: TTASetting, scores: SplitScores, positi
             logger,
             {
                 "split": "test_final",
-                "data_select": cfg.TEST.DATA_SELECT,
+                "data_select": split,
                 "setting": setting.label(),
                 "top1_acc": m["top1_acc"],
                 "top5_acc": m["top5_acc"],
@@ -403,12 +298,6 @@ def _json(obj: Any) -> str:
     import json
 
     return json.dumps(obj, indent=1, allow_nan=False) + "\n"
-
-
-def _class_names(num_classes: int) -> list[str] | None:
-    from nightcrawler.data import CLASS_NAMES
-
-    return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else None
 
 
 def _save_results(cfg: CfgNode, result: TestResult) -> None:
@@ -447,14 +336,12 @@ def test(cfg: CfgNode, open_fn=None) -> list[TestResult]:
     model = build_test_model(cfg)
     results: list[TestResult] = []
     for split in splits:
-        split_cfg = cfg.clone()
-        split_cfg.TEST.DATA_SELECT = split
         by_setting: dict[TTASetting, TestResult] = {}
         for p in passes:
-            scores = run_pass(model, split_cfg, p, open_fn)
+            scores = run_pass(model, cfg, p, split, open_fn)
             column = {c: j for j, c in enumerate(p.needed_columns())}
             for setting, cols in p.outputs:
-                by_setting[setting] = write_setting(split_cfg, setting, scores, [column[c] for c in cols])
+                by_setting[setting] = write_setting(cfg, setting, scores, [column[c] for c in cols], split)
         results.extend(by_setting[s] for s in settings)
     _save_results(cfg, results[0])
     barrier()

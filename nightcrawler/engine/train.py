@@ -3,8 +3,8 @@
 ``train(cfg)`` runs in every process (the launcher sets up torch.distributed, logging and seeds). Pseudo-label
 training is on when ``DATA.PSEUDO_CSV`` is set: each iteration then takes one labelled batch and one
 pseudo-labelled dark batch (``zip`` of the two loaders) and makes one optimiser step on each, with its own
-Mixup/CutMix draw. The loop below only trains; the side-effects after an epoch (BN adaptation, evaluation,
-checkpoints, reports) are :class:`EpochEnd`'s.
+Mixup/CutMix draw. The loop below only trains; the side-effects after an epoch (reports, BN adaptation,
+evaluation, checkpoints) are hooks (:mod:`nightcrawler.engine.hooks`), run in list order.
 
 Pseudo-label switches (original behaviour by default): ``TRAIN.PSEUDO_APPLY_THRESHOLD`` applies the
 ``TRAIN.THRESHOLD`` confidence rule to the pseudo loss (the original computes it and drops it);
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,17 +27,8 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from nightcrawler.engine.bn_adapt import adapt_bn_statistics, bn_layers
-from nightcrawler.engine.checkpointer import (
-    best_checkpoint_path,
-    epoch_checkpoint_path,
-    gather_rng_states,
-    is_checkpoint_epoch,
-    latest_checkpoint_path,
-    resolve_start,
-    save_checkpoint,
-)
-from nightcrawler.engine.evaluate import EvalResult, build_eval_loader, evaluate
+from nightcrawler.engine.checkpointer import resolve_start
+from nightcrawler.engine.hooks import EpochState, Hook, default_hooks, epoch_flags
 from nightcrawler.engine.losses import (
     confidence_mask,
     masked_mean,
@@ -50,7 +40,13 @@ from nightcrawler.engine.mixup import VideoMixup
 from nightcrawler.engine.optim import LrSchedule, build_optimizer, set_lr
 from nightcrawler.engine.reporting import TrainingReporter
 from nightcrawler.models.build import unwrap_model
-from nightcrawler.utils.distributed import all_reduce_mean, all_reduce_sum
+from nightcrawler.utils.distributed import (
+    all_reduce_mean,
+    all_reduce_sum,
+    amp_dtype,
+    job_device,
+    prepare_model,
+)
 
 logger = logging.getLogger("nightcrawler.train")
 
@@ -67,7 +63,7 @@ class Precision:
     @classmethod
     def from_cfg(cls, cfg: CfgNode, device: torch.device) -> Precision:
         if device.type == "cuda":
-            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "none": None}[cfg.TRAIN.MIXED_PRECISION]
+            dtype = amp_dtype(cfg.TRAIN.MIXED_PRECISION, "TRAIN.MIXED_PRECISION")
         else:
             dtype = torch.bfloat16 if cfg.TRAIN.CPU_BF16 else None
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -158,10 +154,6 @@ class TrainingRun:
                 sampler.set_epoch(epoch)
 
 
-def _device(cfg: CfgNode) -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if cfg.NUM_GPUS > 0 else torch.device("cpu")
-
-
 def _clip_norm(cfg: CfgNode) -> float | None:
     if cfg.SOLVER.HONOR_CLIP_GRAD_L2NORM and cfg.SOLVER.CLIP_GRAD_L2NORM is not None:
         return float(cfg.SOLVER.CLIP_GRAD_L2NORM)
@@ -194,13 +186,19 @@ def iterations_per_epoch(cfg: CfgNode, labelled_len: int, pseudo_len: int | None
     return run, min(labelled_len, cap)
 
 
-def build_run(cfg: CfgNode) -> tuple[TrainingRun, EpochEnd, int]:
-    """Model, optimiser, loaders, schedule and the epoch-end actions; returns them with the first epoch."""
+def build_run(
+    cfg: CfgNode, hooks: list[Hook] | None = None
+) -> tuple[TrainingRun, list[Hook], int, dict | None]:
+    """Model, optimiser, loaders, schedule and the epoch-end hooks (default: :func:`default_hooks`); returns them
+    with the first epoch and the best metric so far."""
     from nightcrawler.data import build_loader
-    from nightcrawler.models import build_model
+    from nightcrawler.models import build_model, get_card, load_weights_from_cfg
 
-    device = _device(cfg)
+    device = job_device(cfg.NUM_GPUS)
     model = build_model(cfg)
+    load_weights_from_cfg(model, cfg)  # zoo weights; a checkpoint to resume from replaces them below
+    unused = get_card(cfg.MODEL.MODEL_NAME).unused_parameters
+    model = prepare_model(model, device, find_unused_parameters=unused)
     optimizer = build_optimizer(cfg, model)
     precision = Precision.from_cfg(cfg, device)
     start = resolve_start(cfg, model, optimizer, precision.scaler)
@@ -246,7 +244,7 @@ def build_run(cfg: CfgNode) -> tuple[TrainingRun, EpochEnd, int]:
             sum(p.numel() for p in params) / 1e6,
             sum(p.numel() for p in params if p.requires_grad) / 1e6,
         )
-    return run, EpochEnd(cfg, device, start.best_metric), start.epoch
+    return run, default_hooks(cfg, device) if hooks is None else hooks, start.epoch, start.best_metric
 
 
 # ---------------------------------------------------------------------------------------------------- batches
@@ -329,20 +327,27 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> TrainMeter:
     return meter
 
 
-def train(cfg: CfgNode) -> nn.Module:
-    """Trains ``cfg``'s model from its start point to ``SOLVER.MAX_EPOCH`` (every process calls this) and
-    returns it (unwrapped from DDP)."""
-    run, epoch_end, first_epoch = build_run(cfg)
+def train(cfg: CfgNode, hooks: list[Hook] | None = None) -> nn.Module:
+    """Trains ``cfg``'s model from its start point to ``SOLVER.MAX_EPOCH`` (every process calls this), running
+    ``hooks`` (default :func:`~nightcrawler.engine.hooks.default_hooks`) after each epoch; returns the model
+    (unwrapped from DDP)."""
+    run, hooks, first_epoch, best_metric = build_run(cfg, hooks)
     try:
         for epoch in range(first_epoch, cfg.SOLVER.MAX_EPOCH):
             run.set_epoch(epoch)
             start = time.perf_counter()
             meter = train_one_epoch(run, epoch)
-            run.reporter.epoch(meter, epoch, time.perf_counter() - start)
-            epoch_end(run, epoch)
+            evaluating, periodic = epoch_flags(cfg, epoch)
+            state = EpochState(
+                run, epoch, meter, time.perf_counter() - start, evaluating, periodic, best_metric
+            )
+            for hook in hooks:
+                hook.after_epoch(state)
+            best_metric = state.best_metric
     finally:
         run.reporter.close()
-        epoch_end.close()
+        for hook in hooks:
+            hook.close()
     model = unwrap_model(run.model)
     params, buffers = model_fingerprint(model)
     logger.info("final model fingerprint: parameters %s buffers %s", params, buffers)
@@ -360,96 +365,3 @@ def model_fingerprint(model: nn.Module) -> tuple[str, str]:
             h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         digests.append(h.hexdigest()[:16])
     return digests[0], digests[1]
-
-
-# ---------------------------------------------------------------------------------------------------- epoch end
-class EpochEnd:
-    """After each epoch, in the original's order: adapt BN (evaluation or checkpoint epochs), evaluate every
-    ``TRAIN.EVAL_SPLITS`` split, write the periodic / latest checkpoint and, when the last split's top-1
-    error is <= the best so far (persisted in the checkpoints), ``best.pyth``.
-
-    The checkpoint is written after the evaluation (the original writes it just before): the result is the
-    same weights, and the checkpoint can then record the up-to-date best metric and the random state that
-    the next epoch starts from, which makes a resumed run identical to an uninterrupted one.
-    """
-
-    def __init__(self, cfg: CfgNode, device: torch.device, best_metric: dict | None) -> None:
-        self.cfg = cfg
-        self.device = device
-        self.best_metric = best_metric
-        self.min_errors: dict[str, tuple[float, float]] = {}
-        self._bn_loader = None
-        self._eval_loaders: dict[str, Any] = {}
-
-    def is_eval_epoch(self, epoch: int) -> bool:
-        period = self.cfg.TRAIN.EVAL_PERIOD
-        return epoch + 1 == self.cfg.SOLVER.MAX_EPOCH or (period > 0 and (epoch + 1) % period == 0)
-
-    def __call__(self, run: TrainingRun, epoch: int) -> None:
-        cfg = self.cfg
-        periodic = is_checkpoint_epoch(epoch, cfg.TRAIN.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_EPOCH)
-        evaluating = self.is_eval_epoch(epoch) and len(cfg.TRAIN.EVAL_SPLITS) > 0
-        if cfg.BN.USE_PRECISE_STATS and (evaluating or periodic):
-            self.adapt_bn(run.model)
-        improved = self.evaluate(run, epoch) if evaluating else False
-        if cfg.TRAIN.SAVE_LATEST or periodic or improved:
-            self.save(run, epoch, periodic, improved)
-
-    def adapt_bn(self, model: nn.Module) -> None:
-        if not bn_layers(model):
-            logger.info("adapt BN skipped: %s has no BatchNorm layer", self.cfg.MODEL.MODEL_NAME)
-            return
-        if self._bn_loader is None:
-            from nightcrawler.data import build_loader
-
-            gamma = self.cfg.BN.GAMMA if self.cfg.BN.GAMMA > 0 else None
-            self._bn_loader = build_loader(self.cfg, self.cfg.BN.SPLIT, gamma=gamma)
-        adapt_bn_statistics(
-            model,
-            self._bn_loader,
-            self.cfg.BN.NUM_BATCHES_PRECISE,
-            self.device,
-            pool_processes=self.cfg.BN.SYNC_STATS,
-        )
-
-    def evaluate(self, run: TrainingRun, epoch: int) -> bool:
-        """Evaluates every split; True when the last split sets a new best (``<=``, as the original)."""
-        result: EvalResult | None = None
-        for split in self.cfg.TRAIN.EVAL_SPLITS:
-            if split not in self._eval_loaders:
-                self._eval_loaders[split] = build_eval_loader(self.cfg, split)
-            result = evaluate(
-                run.model, self._eval_loaders[split], self.device, split, self.cfg.MODEL.NUM_CLASSES
-            )
-            old = self.min_errors.get(split, (math.inf, math.inf))
-            self.min_errors[split] = (min(old[0], result.top1_err), min(old[1], result.top5_err))
-            run.reporter.evaluation(result, epoch, self.min_errors[split])
-        if result is None or math.isnan(result.top1_err):
-            return False
-        best = self.best_metric
-        if best is not None and best.get("split") == result.split and result.top1_err > best["top1_err"]:
-            return False
-        self.best_metric = {
-            "split": result.split,
-            "top1_err": result.top1_err,
-            "top5_err": result.top5_err,
-            "epoch": epoch + 1,
-        }
-        logger.info("new best %s top-1 error %.2f at epoch %d", result.split, result.top1_err, epoch + 1)
-        return True
-
-    def save(self, run: TrainingRun, epoch: int, periodic: bool, improved: bool) -> None:
-        cfg = self.cfg
-        rng_states = gather_rng_states()  # collective: every process
-        args = (run.model, run.optimizer, run.precision.scaler, epoch, cfg)
-        kwargs = {"best_metric": self.best_metric, "rng_states": rng_states}
-        if cfg.TRAIN.SAVE_LATEST:
-            save_checkpoint(latest_checkpoint_path(cfg.OUTPUT_DIR), *args, **kwargs)
-        elif periodic:
-            save_checkpoint(epoch_checkpoint_path(cfg.OUTPUT_DIR, epoch), *args, **kwargs)
-        if improved:
-            save_checkpoint(best_checkpoint_path(cfg.OUTPUT_DIR), *args, **kwargs)
-
-    def close(self) -> None:
-        self._bn_loader = None
-        self._eval_loaders.clear()

@@ -1,6 +1,6 @@
-"""Test-time augmentation settings: parsing ``"VxC[@gG]"``, finding which clips of a larger setting a smaller
-one reuses, grouping settings into decoding passes (one decode per video serving several view/crop subsets and
-gammas), and aggregating clip outputs per video.
+"""Test-time augmentation settings: parsing ``"VxC[@ENHANCEMENT]"``, finding which clips of a larger setting a
+smaller one reuses, grouping settings into decoding passes (one decode per video serving several view/crop
+subsets and enhancements), and aggregating clip outputs per video.
 
 Clips of one video are enumerated view-major, crop-minor (clip ``t * C + s``), as the original. A setting
 ``V' x C'`` is served by the clips of a decoded ``V x C`` setting when each of its temporal views samples the
@@ -10,16 +10,17 @@ crops (the single crop of ``C = 1`` is the centre crop, spatial index 1 of ``C =
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from nightcrawler.data.enhance import Enhancement, canonical, setting_enhancement
+
 AGGREGATIONS = ("sum", "max", "mean")
 CENTRE_CROP = 1  # spatial index of the single crop of C = 1 among the crops of C = 3
-_SETTING_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?:@\s*g\s*([0-9.eE+-]+|none))?\s*$")
+_SETTING_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?:@\s*(\S.*?))?\s*$")
 
 # A temporal sampler: (video length, views, view index) -> frame indices of that view.
 ViewIndexFn = Callable[[int, int, int], Sequence[int]]
@@ -27,57 +28,41 @@ ViewIndexFn = Callable[[int, int, int], Sequence[int]]
 
 @dataclass(frozen=True)
 class TTASetting:
-    """``views`` temporal views x ``crops`` spatial crops, decoded with gamma ``gamma`` (None: no gamma)."""
+    """``views`` temporal views x ``crops`` spatial crops of frames enhanced with ``enhancement``."""
 
     views: int
     crops: int
-    gamma: float | None
+    enhancement: Enhancement
 
     def __post_init__(self) -> None:
         if self.views < 1:
             raise ValueError(f"TTA setting needs at least one temporal view, got {self.views}")
         if self.crops not in (1, 3):
             raise ValueError(f"TTA setting needs 1 or 3 spatial crops, got {self.crops}")
-        if self.gamma is not None and not (self.gamma > 0 and math.isfinite(self.gamma)):
-            raise ValueError(f"TTA gamma must be a positive number, got {self.gamma}")
+        object.__setattr__(self, "enhancement", canonical(self.enhancement))  # numbers: the original's gamma
 
     @property
     def num_clips(self) -> int:
         return self.views * self.crops
 
     def label(self) -> str:
-        """``"VxC@gG"`` (``@gnone`` without gamma)."""
-        return f"{self.views}x{self.crops}@g{gamma_text(self.gamma)}"
+        """``"VxC@TAG"`` (e.g. ``3x3@g0.25``, ``1x1@gnone``)."""
+        return f"{self.views}x{self.crops}@{self.enhancement.tag()}"
 
 
-def gamma_text(gamma: float | None) -> str:
-    """A compact, file-name-safe rendering of a gamma value (``none`` for no correction)."""
-    return "none" if gamma is None else f"{gamma:g}"
-
-
-def parse_tta_setting(text: str, default_gamma: float | None) -> TTASetting:
-    """Parses ``"VxC"`` (gamma ``default_gamma``), ``"VxC@gG"`` or ``"VxC@gnone"``, e.g. ``"1x3"``,
-    ``"3x3@g0.45"``."""
+def parse_tta_setting(text: str, default: Enhancement) -> TTASetting:
+    """Parses ``"VxC"`` (enhancement ``default``) or ``"VxC@E"``, where ``E`` is an enhancement spec
+    (``none``, ``gamma:value=0.45``) or the original's ``gG`` / ``gnone``; e.g. ``"1x3"``, ``"3x3@g0.45"``."""
     m = _SETTING_RE.match(str(text))
     if not m:
         raise ValueError(
-            f"TEST.EXTRA_SETTINGS entry {text!r} is not of the form 'VxC' or 'VxC@gG' (e.g. '1x3', '3x3@g0.45', "
-            "'1x1@gnone')"
+            f"TEST.EXTRA_SETTINGS entry {text!r} is not of the form 'VxC' or 'VxC@ENHANCEMENT' (e.g. '1x3', "
+            "'3x3@gamma:value=0.45', '1x1@none')"
         )
-    views, crops, g = int(m.group(1)), int(m.group(2)), m.group(3)
-    if g is None:
-        gamma = default_gamma
-    elif g.lower() == "none":
-        gamma = None
-    else:
-        try:
-            gamma = float(g)
-        except ValueError:
-            raise ValueError(f"TEST.EXTRA_SETTINGS entry {text!r}: gamma {g!r} is not a number") from None
-    if gamma == 1.0:
-        gamma = None  # the identity correction, as the data pipeline treats it
+    views, crops, suffix = int(m.group(1)), int(m.group(2)), m.group(3)
     try:
-        return TTASetting(views, crops, gamma)
+        enhancement = default if suffix is None else setting_enhancement(suffix)
+        return TTASetting(views, crops, enhancement)
     except ValueError as exc:
         raise ValueError(f"TEST.EXTRA_SETTINGS entry {text!r}: {exc}") from None
 
@@ -134,7 +119,7 @@ def subset_clip_indices(
 ) -> list[int] | None:
     """Positions, among the view-major crop-minor clips of a decoded ``decoded_views x decoded_crops`` setting,
     of ``wanted``'s clips in ``wanted``'s own order; None when its views or crops are not all contained.
-    (Gamma plays no part: it is a transform of the same decoded frames.)"""
+    (The enhancement plays no part: it is a transform of the same decoded frames.)"""
     crop_map = spatial_crop_map(decoded_crops, wanted.crops)
     if crop_map is None:
         return None
@@ -146,36 +131,40 @@ def subset_clip_indices(
 
 @dataclass
 class DecodePass:
-    """One pass over the split: every video decoded once for ``views x crops`` clips, each transformed with
-    every gamma of ``gammas``; the clip axis is gamma-major (``slot * views * crops + clip``).
+    """One pass over the split: every video decoded once for ``views x crops`` clips, made with every
+    enhancement of ``enhancements``; the clip axis is enhancement-major (``slot * views * crops + clip``).
 
     ``outputs`` pairs each setting served by the pass with its columns on that clip axis.
     """
 
     views: int
     crops: int
-    gammas: list[float | None] = field(default_factory=list)
+    enhancements: list[Enhancement] = field(default_factory=list)
     outputs: list[tuple[TTASetting, list[int]]] = field(default_factory=list)
 
-    def gamma_slot(self, gamma: float | None) -> int:
-        """Index of ``gamma`` in ``gammas`` (appended when new)."""
-        if gamma not in self.gammas:
-            self.gammas.append(gamma)
-        return self.gammas.index(gamma)
+    def slot(self, enhancement: Enhancement) -> int:
+        """Index of ``enhancement`` in ``enhancements`` (appended when new)."""
+        if enhancement not in self.enhancements:
+            self.enhancements.append(enhancement)
+        return self.enhancements.index(enhancement)
+
+    @property
+    def clips_per_video(self) -> int:
+        return len(self.enhancements) * self.views * self.crops
 
     def needed_columns(self) -> list[int]:
         """The clip columns some output uses (only these are forwarded), ascending."""
         return sorted({c for _, cols in self.outputs for c in cols})
 
     def label(self) -> str:
-        return f"{self.views}x{self.crops}@g{'/'.join(gamma_text(g) for g in self.gammas)}"
+        return f"{self.views}x{self.crops}@{'/'.join(e.tag() for e in self.enhancements)}"
 
 
 def plan_passes(settings: Iterable[TTASetting], view_indices: ViewIndexFn) -> list[DecodePass]:
     """Groups settings into as few decoding passes as the subset rule allows.
 
     Settings are visited largest first (ties keep their order); each joins the first pass whose decoded
-    views x crops contain it (adding its gamma to that pass when new), else it starts a pass of its own.
+    views x crops contain it (adding its enhancement to that pass when new), else it starts a pass of its own.
     Duplicates are dropped.
     """
     passes: list[DecodePass] = []
@@ -183,13 +172,16 @@ def plan_passes(settings: Iterable[TTASetting], view_indices: ViewIndexFn) -> li
         for p in passes:
             idx = subset_clip_indices(p.views, p.crops, setting, view_indices)
             if idx is not None:
-                base = p.gamma_slot(setting.gamma) * p.views * p.crops
+                base = p.slot(setting.enhancement) * p.views * p.crops
                 p.outputs.append((setting, [base + i for i in idx]))
                 break
         else:
             passes.append(
                 DecodePass(
-                    setting.views, setting.crops, [setting.gamma], [(setting, list(range(setting.num_clips)))]
+                    setting.views,
+                    setting.crops,
+                    [setting.enhancement],
+                    [(setting, list(range(setting.num_clips)))],
                 )
             )
     return passes

@@ -5,14 +5,15 @@ Supported layouts (detected from the file's content, not its name):
 * ``pyth``: the original's / our own ``.pyth`` and PySlowFast zoo files: ``{"model_state": ..., "epoch",
   "optimizer_state", "cfg", ...}`` (``cfg`` is a YAML string when present);
 * ``alphaction``: AlphAction SlowFast files: ``{"model": ...}`` with ``module.`` / ``backbone.`` in the key
-  names and a Kinetics classifier ``cls_head.pred.*`` (dropped);
+  names (SF's checkpoint filter converts them);
 * ``model`` / ``state_dict``: zoo files (UniFormer video / ImageNet) with the weights under that key;
 * ``plain``: a flat state dict.
 
 Every layout goes through :func:`convert_state_dict`: rename (``TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN``,
-wrappers), check that the file is for this kind of model, inflate 2-D ImageNet UniFormer kernels to 3-D
-(or any 2-D kernel with ``TRAIN.CHECKPOINT_INFLATE``), drop a classifier whose class count differs, and then
-compare with the model. By default anything else that does not match is an error listing the missing,
+wrappers), the model card's ``checkpoint_filter`` (e.g. UniFormer's 2-D -> 3-D inflation, SF's AlphAction
+names), check that the file is for this kind of model (the registered cards' fingerprints), inflate any 2-D
+kernel with ``TRAIN.CHECKPOINT_INFLATE``, drop a classifier whose class count differs, and then compare with
+the model. Nothing here knows a particular model: the cards in :mod:`nightcrawler.models.registry` do. By default anything else that does not match is an error listing the missing,
 unexpected and shape-mismatched keys; ``strict=False`` loads the matching part and logs the rest.
 """
 
@@ -31,16 +32,13 @@ import yaml
 from torch import nn
 
 from nightcrawler.models.build import unwrap_model
+from nightcrawler.models.registry import ModelCard, card_for_keys, cards, get_card
 
 logger = logging.getLogger(__name__)
 
 PRETRAIN_DIR_ENV = "NIGHTCRAWLER_PRETRAIN_DIR"
 DEFAULT_PRETRAIN_DIR = "./pretrained"
 PRETRAIN_SUFFIXES = ("", ".pth", ".pyth")
-PRETRAIN_NAME_KEYS = {"Uniformer": ("UNIFORMER", "PRETRAIN_NAME"), "SF": ("SF", "PRETRAIN_NAME")}
-# Classifier module names of the three models (UniFormer, MViT, SF), most specific first.
-CLASSIFIER_NAMES = ("head.projection", "head", "projection")
-ALPHACTION_DROPPED = ("cls_head.pred.weight", "cls_head.pred.bias")
 _LIST_LIMIT = 20
 
 
@@ -145,18 +143,31 @@ def unpack_checkpoint(obj: Any, path: str = "<checkpoint>") -> tuple[dict[str, t
 
 # ---------------------------------------------------------------------------------------------------- model kinds
 def guess_architecture(keys: Iterable[str]) -> str | None:
-    """The model a set of state-dict keys belongs to: "SF", "Uniformer", "MViT", another name, or None."""
+    """The registered model a set of state-dict keys belongs to (its name), a description of a known foreign
+    layout, or None."""
     keys = set(keys)
-    if "slow.conv1.weight" in keys and "fast.conv1.weight" in keys:
-        return "SF"
-    if "patch_embed1.proj.weight" in keys and any(k.startswith("blocks1.") for k in keys):
-        return "Uniformer"
-    if "patch_embed.proj.weight" in keys and ("cls_token" in keys or "pos_embed_spatial" in keys):
-        return "MViT"
+    card = card_for_keys(keys)
+    if card is not None:
+        return card.name
     if any(k.startswith("s1.pathway0_stem.") for k in keys):
         return "PySlowFast SlowFast (two-pathway layout, not the SF/AlphAction layout)"
     if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
         return "a torchvision-style 2-D ResNet"
+    return None
+
+
+def _foreign_family(sd: dict[str, torch.Tensor], source_format: str, own: ModelCard | None) -> str | None:
+    """The registered family whose own checkpoint filter turns ``sd`` into its layout (e.g. an AlphAction SF
+    file offered to another model), or None."""
+    for card in cards():
+        if card is own or card.checkpoint_filter is None or card.fingerprint is None:
+            continue
+        try:
+            converted = card.checkpoint_filter(dict(sd), {}, source_format, {})
+        except (KeyError, ValueError):
+            continue
+        if card.fingerprint(set(converted)):
+            return card.name
     return None
 
 
@@ -174,12 +185,16 @@ def _cfg_model_name(cfg_text: Any) -> str | None:
     return None
 
 
-def classifier_prefix(model: nn.Module) -> str | None:
-    """Name of the model's final ``nn.Linear`` classifier (``head``, ``head.projection`` or ``projection``)."""
-    modules = dict(model.named_modules())
-    for name in CLASSIFIER_NAMES:
-        if isinstance(modules.get(name), nn.Linear):
-            return name
+def _model_card(model: nn.Module) -> ModelCard | None:
+    return card_for_keys(unwrap_model(model).state_dict().keys())
+
+
+def classifier_prefix(model: nn.Module, card: ModelCard | None = None) -> str | None:
+    """Name of the model's final ``nn.Linear`` classifier: its card's ``classifier``, else its last Linear."""
+    modules = dict(unwrap_model(model).named_modules())
+    card = card or _model_card(model)
+    if card is not None and card.classifier and isinstance(modules.get(card.classifier), nn.Linear):
+        return card.classifier
     linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
     return linears[-1] if linears else None
 
@@ -198,10 +213,7 @@ def _rename(sd: dict[str, torch.Tensor], source_format: str, patterns: Iterable[
         sd = new
     out = {}
     for k, v in sd.items():
-        if source_format == "alphaction":
-            nk = k.replace("module.", "").replace("backbone.", "")
-        else:
-            nk = k[len("module.") :] if k.startswith("module.") else k
+        nk = k[len("module.") :] if k.startswith("module.") else k
         renamed += nk != k
         if nk in out:
             raise CheckpointError(f"two checkpoint keys map to {nk!r} after renaming")
@@ -242,16 +254,23 @@ def convert_state_dict(
     Raises :class:`CheckpointError` when the weights are recognisably for another model.
     """
     model_sd = model.state_dict()
+    card = card_for_keys(model_sd.keys())
     sd, renamed = _rename(dict(sd), source_format, clear_name_patterns)
     report = LoadReport(path=path, source_format=source_format, checkpoint_arch=None, renamed=renamed)
-    if source_format == "alphaction":
-        for k in ALPHACTION_DROPPED:
-            if sd.pop(k, None) is not None:
-                report.dropped.append(k)
+    if card is not None and card.checkpoint_filter is not None:
+        notes: dict[str, list[str]] = {}
+        try:
+            sd = card.checkpoint_filter(sd, model_sd, source_format, notes)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path}: {str(exc).strip(chr(39))}") from exc
+        report.inflated += notes.get("inflated", [])
+        for k in notes.get("dropped", []):
+            logger.info("%s: %s not loaded (%s's checkpoint filter dropped it)", path, k, card.name)
+            report.dropped.append(k)
 
     cfg_name = _cfg_model_name((meta or {}).get("cfg"))
-    report.checkpoint_arch = guess_architecture(sd) or cfg_name
-    model_arch = guess_architecture(model_sd)
+    report.checkpoint_arch = guess_architecture(sd) or _foreign_family(sd, source_format, card) or cfg_name
+    model_arch = card.name if card is not None else None
     for claimed in (report.checkpoint_arch, cfg_name):
         if claimed and model_arch and claimed != model_arch:
             raise CheckpointError(
@@ -259,13 +278,11 @@ def convert_state_dict(
                 f"(check MODEL.MODEL_NAME and the checkpoint path)"
             )
 
-    if model_arch == "Uniformer":
-        sd = _inflate_uniformer_if_2d(sd, model_sd, report)
     if inflate:
         sd, inflated = inflate_2d_kernels(sd, model_sd)
         report.inflated += inflated
 
-    head = classifier_prefix(model)
+    head = classifier_prefix(model, card)
     head_keys = {f"{head}.weight", f"{head}.bias"} if head else set()
     for k in sorted(head_keys):
         if k in sd and k in model_sd and sd[k].shape != model_sd[k].shape:
@@ -297,28 +314,6 @@ def convert_state_dict(
             report.loaded.append(k)
     report.unexpected = [k for k in sd if k not in model_sd]
     return sd, report
-
-
-def _inflate_uniformer_if_2d(
-    sd: dict[str, torch.Tensor], model_sd: Mapping[str, torch.Tensor], report: LoadReport
-) -> dict[str, torch.Tensor]:
-    """ImageNet UniFormer weights (4-D patch-embedding kernel) become 3-D through the model's own rule."""
-    key = "patch_embed1.proj.weight"
-    if key not in sd or sd[key].dim() != 4 or model_sd.get(key, sd[key]).dim() != 5:
-        return sd
-    from nightcrawler.models.uniformer import inflate_uniformer_2d_state_dict
-
-    known = {k: v for k, v in sd.items() if k in model_sd}  # the rest is reported as unexpected later
-    try:
-        inflated_sd = inflate_uniformer_2d_state_dict(known, model_sd)
-    except ValueError as exc:
-        raise CheckpointError(f"{report.path}: {exc}") from exc
-    report.inflated = [k for k, v in inflated_sd.items() if v.dim() != known[k].dim()]
-    for k in known:
-        if k not in inflated_sd:
-            logger.info("%s: %s not loaded (image classifier of another class count)", report.path, k)
-            report.dropped.append(k)
-    return {**{k: v for k, v in sd.items() if k not in model_sd}, **inflated_sd}
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -404,16 +399,19 @@ def _is_unset(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in ("", "None", "none"))
 
 
-def load_weights_from_cfg(model: nn.Module, cfg) -> LoadReport | None:
-    """Loads ``UNIFORMER.PRETRAIN_NAME`` / ``SF.PRETRAIN_NAME`` for the model ``MODEL.MODEL_NAME`` names.
+def pretrained_name_key(cfg) -> str:
+    """``SECTION.KEY`` naming the zoo weights of ``MODEL.MODEL_NAME`` (its card's ``pretrained_key``)."""
+    return get_card(cfg.MODEL.MODEL_NAME).pretrained_key
 
-    Returns None when the model has no such key or it is "None" / empty. Strictness follows
-    ``MODEL.PRETRAIN_STRICT``.
+
+def load_weights_from_cfg(model: nn.Module, cfg) -> LoadReport | None:
+    """Loads the zoo weights the model's card names (``UNIFORMER.PRETRAIN_NAME``, ``SF.PRETRAIN_NAME``,
+    ``MODEL.PRETRAIN_NAME`` for the others) into ``model``.
+
+    Returns None when that key is "None" / empty. Strictness follows ``MODEL.PRETRAIN_STRICT``.
     """
-    section_key = PRETRAIN_NAME_KEYS.get(cfg.MODEL.MODEL_NAME)
-    if section_key is None:
-        return None
-    section, key = section_key
+    full_key = pretrained_name_key(cfg)
+    section, key = full_key.split(".")
     name = cfg[section][key]
     if _is_unset(name):
         return None

@@ -28,6 +28,7 @@ from nightcrawler.models.layers import (
     multi_head_attention,
     trunc_normal_,
 )
+from nightcrawler.models.registry import MODEL_REGISTRY, model_card
 
 __all__ = [
     "MViT",
@@ -543,6 +544,27 @@ class MViT(nn.Module):
         return self.head(x)
 
 
+def check_mvit_config(cfg: Any) -> None:
+    """MViT's position embeddings are sized for one input: the training and test crops must agree."""
+    if cfg.DATA.TRAIN_CROP_SIZE != cfg.DATA.TEST_CROP_SIZE:
+        raise ValueError(
+            f"MViT needs DATA.TRAIN_CROP_SIZE == DATA.TEST_CROP_SIZE (position embeddings are sized for one "
+            f"input size), got {cfg.DATA.TRAIN_CROP_SIZE} and {cfg.DATA.TEST_CROP_SIZE}"
+        )
+
+
+def _is_mvit(keys: set[str]) -> bool:
+    return "patch_embed.proj.weight" in keys and ("cls_token" in keys or "pos_embed_spatial" in keys)
+
+
+@MODEL_REGISTRY.register()
+@model_card(
+    name="MViT",
+    fingerprint=_is_mvit,
+    classifier="head.projection",
+    check_config=check_mvit_config,
+    outputs="probabilities",  # the head applies softmax in eval mode, as the original
+)
 def mvit_from_cfg(cfg: Any) -> MViT:
     """Builds :class:`MViT` from the config keys the original builder reads.
 
@@ -554,11 +576,7 @@ def mvit_from_cfg(cfg: Any) -> MViT:
     The cfg is not modified (the original overwrites MVIT.POOL_KV_STRIDE with the adaptive strides).
     """
     m = cfg.MVIT
-    if cfg.DATA.TRAIN_CROP_SIZE != cfg.DATA.TEST_CROP_SIZE:
-        raise ValueError(
-            f"MViT needs DATA.TRAIN_CROP_SIZE == DATA.TEST_CROP_SIZE (position embeddings are sized for one "
-            f"input size), got {cfg.DATA.TRAIN_CROP_SIZE} and {cfg.DATA.TEST_CROP_SIZE}"
-        )
+    check_mvit_config(cfg)
     if m.PATCH_2D:
         raise NotImplementedError(
             "MVIT.PATCH_2D: True (2-D image patch embedding) is not supported; set it False"

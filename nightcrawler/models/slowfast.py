@@ -13,11 +13,13 @@ conv1.conv.weight``, ``fast.Tconv2.conv.bias``, ``projection.weight``...).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nightcrawler.models.registry import MODEL_REGISTRY, model_card
 
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 SLOW_FRAME_STRIDE = 4  # slow pathway takes every 4th frame; the laterals use the same temporal stride
@@ -320,6 +322,54 @@ class SlowFast(nn.Module):
         return self.projection(self.dropout(pooled))
 
 
+ALPHACTION_CLASSIFIER = ("cls_head.pred.weight", "cls_head.pred.bias")  # Kinetics head of AlphAction files
+
+
+def checkpoint_filter_fn(
+    state_dict: dict[str, torch.Tensor],
+    model_state_dict: Mapping[str, torch.Tensor],
+    source_format: str,
+    notes: dict[str, list[str]],
+) -> dict[str, torch.Tensor]:
+    """AlphAction SlowFast files (``{"model": ...}`` with ``module.`` / ``backbone.`` in the names): those
+    prefixes removed and their Kinetics classifier dropped; other layouts pass unchanged."""
+    if source_format != "alphaction":
+        return state_dict
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = key.replace("module.", "").replace("backbone.", "")
+        if new in out:
+            raise ValueError(f"two checkpoint keys map to {new!r} after removing module./backbone.")
+        out[new] = value
+    for key in ALPHACTION_CLASSIFIER:
+        if out.pop(key, None) is not None:
+            notes.setdefault("dropped", []).append(key)
+    return out
+
+
+def check_sf_config(cfg) -> None:
+    """The slow pathway takes every 4th frame: DATA.NUM_FRAMES must be a multiple of 4."""
+    if cfg.DATA.NUM_FRAMES % SLOW_FRAME_STRIDE:
+        raise ValueError(
+            f"SF splits clips into slow frames 0, {SLOW_FRAME_STRIDE}, ...: DATA.NUM_FRAMES "
+            f"({cfg.DATA.NUM_FRAMES}) % {SLOW_FRAME_STRIDE} != 0"
+        )
+
+
+def _is_sf(keys: set[str]) -> bool:
+    return "slow.conv1.weight" in keys and "fast.conv1.weight" in keys
+
+
+@MODEL_REGISTRY.register()
+@model_card(
+    name="SF",
+    fingerprint=_is_sf,
+    classifier="projection",
+    pretrained_key="SF.PRETRAIN_NAME",
+    checkpoint_filter=checkpoint_filter_fn,
+    check_config=check_sf_config,
+    unused_parameters=True,  # the fast res5 stage is discarded, as the original
+)
 def sf_from_cfg(cfg) -> SlowFast:
     """Build the SF model from ``MODEL.NUM_CLASSES`` and ``SF.{DEPTH, WIDTH, DROPOUT_RATE, FROZEN_BN}``."""
     return SlowFast(

@@ -20,6 +20,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from nightcrawler.models.layers import Attention, DropPath, Mlp, init_transformer_weights
+from nightcrawler.models.registry import MODEL_REGISTRY, model_card
 
 __all__ = [
     "CBlock",
@@ -387,6 +388,40 @@ def inflate_uniformer_2d_state_dict(
     return result
 
 
+def checkpoint_filter_fn(
+    state_dict: dict[str, torch.Tensor],
+    model_state_dict: Mapping[str, torch.Tensor],
+    source_format: str,
+    notes: dict[str, list[str]],
+) -> dict[str, torch.Tensor]:
+    """Image (2-D) UniFormer weights, recognised by a 4-D patch-embedding kernel, become video weights through
+    :func:`inflate_uniformer_2d_state_dict`; anything else passes unchanged."""
+    key = "patch_embed1.proj.weight"
+    if (
+        key not in state_dict
+        or state_dict[key].dim() != 4
+        or model_state_dict.get(key, state_dict[key]).dim() != 5
+    ):
+        return state_dict
+    known = {k: v for k, v in state_dict.items() if k in model_state_dict}  # the rest is reported later
+    inflated = inflate_uniformer_2d_state_dict(known, model_state_dict)
+    notes.setdefault("inflated", []).extend(k for k, v in inflated.items() if v.dim() != known[k].dim())
+    notes.setdefault("dropped", []).extend(k for k in known if k not in inflated)
+    return {**{k: v for k, v in state_dict.items() if k not in model_state_dict}, **inflated}
+
+
+def _is_uniformer(keys: set[str]) -> bool:
+    return "patch_embed1.proj.weight" in keys and any(k.startswith("blocks1.") for k in keys)
+
+
+@MODEL_REGISTRY.register()
+@model_card(
+    name="Uniformer",
+    fingerprint=_is_uniformer,
+    classifier="head",
+    pretrained_key="UNIFORMER.PRETRAIN_NAME",
+    checkpoint_filter=checkpoint_filter_fn,
+)
 def uniformer_from_cfg(cfg: Any) -> Uniformer:
     """Builds :class:`Uniformer` from the config keys the original builder reads.
 

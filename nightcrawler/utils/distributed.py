@@ -77,3 +77,53 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+# ---------------------------------------------------------------------------------------------------- devices
+AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # TRAIN/TEST.MIXED_PRECISION
+
+
+def amp_dtype(mode: str, key: str = "MIXED_PRECISION") -> torch.dtype | None:
+    """The autocast dtype of a ``none`` / ``fp16`` / ``bf16`` setting (None: FP32); ValueError naming ``key``."""
+    if mode not in AMP_DTYPES:
+        raise ValueError(f"{key} = {mode!r} is not one of {', '.join(AMP_DTYPES)}")
+    return AMP_DTYPES[mode]
+
+
+def job_device(num_gpus: int) -> torch.device:
+    """This process's device: the current CUDA device when the job uses GPUs (``NUM_GPUS > 0``), else the CPU.
+
+    Raises RuntimeError when GPUs are asked for but not usable."""
+    if num_gpus <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"NUM_GPUS is {num_gpus} but CUDA is not available; set NUM_GPUS 0 for the CPU")
+    if num_gpus > torch.cuda.device_count():
+        raise RuntimeError(f"NUM_GPUS is {num_gpus} but only {torch.cuda.device_count()} GPUs are visible")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def prepare_model(
+    model: torch.nn.Module, device: torch.device, *, find_unused_parameters: bool = False
+) -> torch.nn.Module:
+    """Moves ``model`` to ``device`` and, when torch.distributed runs more than one process, wraps it in
+    DistributedDataParallel (which makes every process start from rank 0's weights)."""
+    model = model.to(device)
+    if is_dist() and get_world_size() > 1:
+        cuda = device.type == "cuda"
+        model = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if cuda else None,
+            output_device=device.index if cuda else None,
+            find_unused_parameters=find_unused_parameters,
+        )
+    return model
+
+
+def broadcast_parameters(model: torch.nn.Module, src: int = 0) -> None:
+    """Makes every process hold rank ``src``'s parameters and buffers (no-op in a single process)."""
+    if not (is_dist() and get_world_size() > 1):
+        return
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=src)

@@ -92,8 +92,18 @@ def test_consistency_checks():
     cfg = load_config(None, ["NUM_GPUS", "0", "TEST.DATA_SELECT", "nope"])
     with pytest.raises(ConfigError, match="TEST.DATA_SELECT"):
         assert_and_infer_cfg(cfg)
-    cfg = load_config(None, ["NUM_GPUS", "0", "MODEL.ARCH", "mvit", "DATA.TEST_CROP_SIZE", "256"])
+    # input rules are the model card's (nightcrawler/models/*.py), keyed by MODEL.MODEL_NAME
+    cfg = load_config(None, ["NUM_GPUS", "0", "MODEL.MODEL_NAME", "MViT", "DATA.TEST_CROP_SIZE", "256"])
     with pytest.raises(ConfigError, match="TEST_CROP_SIZE"):
+        assert_and_infer_cfg(cfg)
+    cfg = load_config(None, ["NUM_GPUS", "0", "MODEL.MODEL_NAME", "SF", "DATA.NUM_FRAMES", "6"])
+    with pytest.raises(ConfigError, match="NUM_FRAMES"):
+        assert_and_infer_cfg(cfg)
+    cfg = load_config(None, ["NUM_GPUS", "0", "MODEL.MODEL_NAME", "Nope"])
+    with pytest.raises(ConfigError, match="not a registered model"):
+        assert_and_infer_cfg(cfg)
+    cfg = load_config(None, ["NUM_GPUS", "0", "ENHANCE.TEST", "gamma:valu=2"])
+    with pytest.raises(ConfigError, match="ENHANCE.TEST.*accepts value"):
         assert_and_infer_cfg(cfg)
 
 

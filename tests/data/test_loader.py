@@ -95,8 +95,10 @@ def test_test_loader_batches_in_list_order(tmp_path):
     assert [n for b in batches for n in b["names"]] == ["0.mp4", "1.mp4", "Wave/Wave_1_1.mp4"]
     assert [i for b in batches for i in b["index"].tolist()] == [0, 1, 2]
     assert all(b["ok"].all() for b in batches)
-    one = build_loader(cfg, "arid", views=1, crops=1, batch_size=5, gamma=None, open_fn=fake_open(VIDEOS))
-    assert one.batch_size == 5 and one.dataset.gamma is None
+    one = build_loader(
+        cfg, "arid", views=1, crops=1, batch_size=5, enhancement=None, open_fn=fake_open(VIDEOS)
+    )
+    assert one.batch_size == 5 and one.dataset.enhancement.spec == "none"
     assert next(iter(one))["inputs"].shape == (1, 1, 3, 4, 16, 16)
 
 

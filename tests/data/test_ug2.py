@@ -13,17 +13,11 @@ import torch
 from nightcrawler.config import get_cfg
 from nightcrawler.data import sampling
 from nightcrawler.data.decoders import VideoDecodeError, open_video
+from nightcrawler.data.enhance import split_enhancement
+from nightcrawler.data.splits import SPLITS, TEST_SPLITS, TRAIN_SPLITS
 from nightcrawler.data.synthetic import SyntheticSpec, VideoJob, render_video, write_video
 from nightcrawler.data.transforms import test_views
-from nightcrawler.data.ug2 import (
-    SPLITS,
-    TEST_SPLITS,
-    TRAIN_SPLITS,
-    UG2Dataset,
-    build_dataset,
-    default_gamma,
-    split_paths,
-)
+from nightcrawler.data.ug2 import UG2Dataset, build_dataset, split_paths
 from tests.conftest import golden_dir
 
 
@@ -209,7 +203,7 @@ def test_training_item_layout_sampling_and_seeding(tmp_path):
 def test_training_gamma_is_applied_before_the_transform(tmp_path):
     csv, roots = make_list(tmp_path, [("a.mp4", 1)])
     plain = _training_dataset(csv, roots, {"a.mp4": (1,)})
-    bright = _training_dataset(csv, roots, {"a.mp4": (1,)}, gamma=0.25)
+    bright = _training_dataset(csv, roots, {"a.mp4": (1,)}, enhancement="gamma:value=0.25")
     assert plain[0]["inputs"].max() == 5  # frame 0 = value 5
     assert bright[0]["inputs"].max() == 95  # torchvision gamma 0.25 of 5 (spec §4 test vector)
 
@@ -455,26 +449,37 @@ def test_missing_list_and_pseudo_list_errors(tmp_path):
         build_dataset(cfg, "nope")
 
 
-def test_gamma_defaults_and_explicit_choices(tmp_path):
+def _default(cfg, split):
+    return split_enhancement(cfg, split, SPLITS[split].training).spec
+
+
+def test_split_enhancement_defaults_and_explicit_choices(tmp_path):
     cfg = _layout(tmp_path)
-    assert {s: default_gamma(cfg, s) for s in SPLITS} == {
-        "train_label": None,
-        "train_unlabel": None,
-        "train_pseudo_label": None,
-        "val_dry": None,
-        "arid": 0.25,
-        "dark_unlabel": 0.25,
-        "total_unlabel": 0.25,
-        "test": 0.25,
+    g = "gamma:value=0.25"
+    assert {s: _default(cfg, s) for s in SPLITS} == {
+        "train_label": "none",
+        "train_unlabel": "none",
+        "train_pseudo_label": "none",
+        "val_dry": "none",
+        "arid": g,
+        "dark_unlabel": g,
+        "total_unlabel": g,
+        "test": g,
     }
     cfg.DATA.DECODING_BACKEND = "decord_GIC"  # the original's gamma decoding mode covers every test split
-    assert default_gamma(cfg, "val_dry") == 0.25 and default_gamma(cfg, "train_label") is None
+    assert _default(cfg, "val_dry") == g and _default(cfg, "train_label") == "none"
     cfg.DATA.TRAIN_GAMMA = 0.5
-    assert default_gamma(cfg, "train_unlabel") == 0.5 and default_gamma(cfg, "train_pseudo_label") == 0.5
-    assert default_gamma(cfg, "train_label") is None  # normal-light clips are never brightened
-    assert build_dataset(cfg, "arid", gamma=None).gamma is None
-    assert build_dataset(cfg, "val_dry", gamma=0.45).gamma == 0.45
-    assert build_dataset(cfg, "arid", gamma=-1.0).gamma is None
+    assert _default(cfg, "train_unlabel") == _default(cfg, "train_pseudo_label") == "gamma:value=0.5"
+    assert _default(cfg, "train_label") == "none"  # normal-light clips are never brightened
+    cfg.ENHANCE.TRAIN_DARK = "gamma:value=0.4"  # the new key wins over its alias
+    assert _default(cfg, "train_unlabel") == "gamma:value=0.4"
+    cfg.ENHANCE.EVAL = "none"
+    assert _default(cfg, "arid") == "none"
+    assert build_dataset(cfg, "arid", enhancement=None).enhancement.spec == "none"
+    assert build_dataset(cfg, "val_dry", enhancement=0.45).enhancement.spec == "gamma:value=0.45"
+    assert build_dataset(cfg, "arid", enhancement="gamma:value=1").enhancement.spec == "none"
+    both = build_dataset(cfg, "arid", enhancement=["none", "gamma:value=0.5"], views=2, crops=3)
+    assert [e.spec for e in both.enhancements] == ["none", "gamma:value=0.5"] and both.clips_per_video == 12
     assert build_dataset(cfg, "arid").backend == "decord"
 
 

@@ -174,7 +174,7 @@ def test_adapt_bn_tool_on_a_folder_and_on_a_list(tmp_path_factory, tmp_path):
         assert adapted["epoch"] == 3 and adapted["best_metric"] == original["best_metric"]
         assert adapted["optimizer_state"]["param_groups"] == original["optimizer_state"]["param_groups"]
         record = adapted["bn_adaptation"]
-        assert record["num_videos"] == 6 and record["batches"] == 2 and record["gamma"] == -1.0
+        assert record["num_videos"] == 6 and record["batches"] == 2 and record["enhancement"] == "none"
         changed = {
             k for k, v in adapted["model_state"].items() if not torch.equal(v, original["model_state"][k])
         }

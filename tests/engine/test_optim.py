@@ -141,7 +141,7 @@ def test_uniformer_optimizer_gives_every_1d_parameter_zero_decay():
         *("UNIFORMER.EMBED_DIM", [8, 16, 32, 32], "UNIFORMER.DEPTH", [1, 1, 1, 1], "UNIFORMER.HEAD_DIM", 8),
         *("SOLVER.OPTIMIZING_METHOD", "adamw", "SOLVER.WEIGHT_DECAY", 0.03, "SOLVER.ZERO_WD_1D_PARAM", True),
     )
-    model = build_model(cfg, pretrained=False)
+    model = build_model(cfg)
     opt = build_optimizer(cfg, model)
     assert isinstance(opt, torch.optim.AdamW)
     assert opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["eps"] == 1e-8
@@ -158,7 +158,7 @@ def test_uniformer_optimizer_gives_every_1d_parameter_zero_decay():
 @pytest.mark.parametrize("zero_pos", [True, False])
 def test_mvit_position_embeddings_follow_zero_decay_pos_cls(zero_pos):
     cfg = _tiny("mvit_tiny.yaml", "MVIT.ZERO_DECAY_POS_CLS", zero_pos, "SOLVER.WEIGHT_DECAY", 0.1)
-    model = build_model(cfg, pretrained=False)
+    model = build_model(cfg)
     opt = build_optimizer(cfg, model)
     decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     top_level = dict(model.named_parameters(recurse=False))

@@ -18,6 +18,7 @@ from nightcrawler.data import open_video
 from nightcrawler.data.sampling import uniform_indices
 from nightcrawler.data.synthetic import SyntheticSpec, make_synthetic_dataset
 from nightcrawler.data.transforms import test_views
+from nightcrawler.engine import scoring
 from nightcrawler.engine import test as tester
 from nightcrawler.engine.launch import launch_job
 from nightcrawler.models import build_model
@@ -70,7 +71,7 @@ def weights(data_root, tmp_path_factory) -> Path:
     """A checkpoint of a randomly initialised tiny UniFormer (seeded), in the .pyth layout."""
     cfg = make_cfg(data_root, tmp_path_factory.mktemp("w"))
     torch.manual_seed(11)
-    model = build_model(cfg, pretrained=False)
+    model = build_model(cfg)
     path = tmp_path_factory.mktemp("ckpt") / "weights.pyth"
     torch.save({"model_state": model.state_dict(), "epoch": 0}, path)
     return path
@@ -324,7 +325,7 @@ def test_forward_chunks_are_bounded_and_keep_clip_order():
     assert tester.forward_plan(1, 64, 9) == (64, 1)
     assert tester.forward_plan(9, 64, 0) == (7, 9)
     x = torch.randn(2, 9, 3, 1, 1, 1)
-    y = tester.forward_clips(Recorder(), x, chunk=4, device=torch.device("cpu"))
+    y = scoring.forward_clips(Recorder(), x, chunk=4, device=torch.device("cpu"))
     assert sizes == [8, 8, 2]
     torch.testing.assert_close(y, x.flatten(2)[:, :, :2] * 2)
 

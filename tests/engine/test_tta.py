@@ -41,11 +41,15 @@ def test_parse_settings():
     assert parse_tta_setting("1x1@gnone", 0.25) == TTASetting(1, 1, None)
     assert parse_tta_setting("1x1@g1", 0.25) == TTASetting(1, 1, None)  # identity correction
     assert TTASetting(10, 3, 0.25).label() == "10x3@g0.25" and TTASetting(1, 1, None).label() == "1x1@gnone"
+    # enhancement specs after @, any registered enhancement
+    assert parse_tta_setting("3x3@gamma:value=0.45", 0.25) == TTASetting(3, 3, 0.45)
+    assert parse_tta_setting("1x1@none", 0.25) == TTASetting(1, 1, None)
     for bad, msg in [
         ("3by3", "not of the form"),
         ("3x2", "1 or 3 spatial crops"),
         ("0x1", "at least one"),
         ("1x1@g-1", "positive"),
+        ("1x1@sharpen", "unknown enhancement"),
     ]:
         with pytest.raises(ValueError, match=msg):
             parse_tta_setting(bad, 0.25)
@@ -73,7 +77,7 @@ def test_crop_and_clip_subsets():
     assert subset_clip_indices(1, 3, TTASetting(3, 1, g), sparse_test_indices) is None
 
 
-def test_plan_passes_folds_subsets_and_gammas_into_one_decode():
+def test_plan_passes_folds_subsets_and_enhancements_into_one_decode():
     g = 0.25
     settings = [
         TTASetting(1, 3, g),
@@ -84,16 +88,18 @@ def test_plan_passes_folds_subsets_and_gammas_into_one_decode():
         TTASetting(2, 1, None),  # views of 2 are not views of 3
     ]
     passes = plan_passes(settings, sparse_test_indices)
-    assert [(p.views, p.crops, p.gammas) for p in passes] == [(3, 3, [g, 0.5]), (2, 1, [None])]
+    specs = [(p.views, p.crops, [e.spec for e in p.enhancements]) for p in passes]
+    assert specs == [(3, 3, ["gamma:value=0.25", "gamma:value=0.5"]), (2, 1, ["none"])]
     assert passes[0].outputs == [
         (TTASetting(3, 3, g), list(range(9))),
         (TTASetting(3, 3, 0.5), list(range(9, 18))),
         (TTASetting(1, 3, g), [3, 4, 5]),
         (TTASetting(1, 1, g), [4]),
     ]
-    assert passes[0].needed_columns() == list(range(18)) and passes[0].label() == "3x3@g0.25/0.5"
+    assert passes[0].needed_columns() == list(range(18)) and passes[0].label() == "3x3@g0.25/g0.5"
     only_small = plan_passes([TTASetting(1, 1, g), TTASetting(3, 3, 0.5)], sparse_test_indices)
-    assert only_small[0].gammas == [0.5, g] and only_small[0].needed_columns() == [*range(9), 13]
+    assert [e.spec for e in only_small[0].enhancements] == ["gamma:value=0.5", "gamma:value=0.25"]
+    assert only_small[0].needed_columns() == [*range(9), 13]
 
 
 def test_aggregation_matches_the_original_meter():

@@ -30,7 +30,7 @@ def _cfg(model: str, num_classes: int, **opts):
 @pytest.mark.parametrize("model", ["uniformer_tiny", "sf_tiny", "mvit_tiny"])
 def test_zoo_file_loads_through_the_familys_key_and_drops_the_corpus_head(model, tmp_path):
     torch.manual_seed(0)
-    source = build_model(_cfg(model, 23), pretrained=False)
+    source = build_model(_cfg(model, 23))
     name = source.__class__.__name__
     model_name = _cfg(model, 23).MODEL.MODEL_NAME
     path = tmp_path / "zoo.pth"
@@ -39,7 +39,7 @@ def test_zoo_file_loads_through_the_familys_key_and_drops_the_corpus_head(model,
     key = next(iter(opts))
     target_cfg = _cfg(model, 11)
     if key == "TRAIN.CHECKPOINT_FILE_PATH":
-        target = build_model(target_cfg, pretrained=False)
+        target = build_model(target_cfg)
         load_checkpoint_weights(target, path, target_cfg)
         assert opts["TRAIN.CHECKPOINT_EPOCH_RESET"] is True
     else:

@@ -10,10 +10,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from nightcrawler.config import load_config
-from nightcrawler.models import build_model, registered_models, unwrap_model
+from nightcrawler.models import build_model, get_card, load_weights_from_cfg, registered_models, unwrap_model
 from nightcrawler.models.mvit import MViT
 from nightcrawler.models.slowfast import SlowFast
 from nightcrawler.models.uniformer import Uniformer
+from nightcrawler.utils.distributed import job_device, prepare_model
 from tests.conftest import REPO_ROOT
 
 TINY = {
@@ -55,25 +56,25 @@ def test_unknown_model_name_lists_choices():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
 def test_gpu_request_without_cuda_is_a_clear_error():
     with pytest.raises(RuntimeError, match="NUM_GPUS is 1 but CUDA is not available"):
-        build_model(_tiny_cfg("SF", "NUM_GPUS", 1))
+        job_device(1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_gpu_placement():
-    model = build_model(_tiny_cfg("SF", "NUM_GPUS", 1))
+    model = prepare_model(build_model(_tiny_cfg("SF", "NUM_GPUS", 1)), job_device(1))
     assert next(model.parameters()).device == torch.device("cuda", torch.cuda.current_device())
 
 
-def test_pretrained_name_is_loaded_at_build_time(tmp_path):
+def test_pretrained_name_is_an_explicit_step_after_building(tmp_path):
     torch.manual_seed(0)
     source = build_model(_tiny_cfg("SF"))
     torch.save({"model_state": source.state_dict(), "epoch": 3}, tmp_path / "sf_weights.pyth")
     cfg = _tiny_cfg("SF", "SF.PRETRAIN_NAME", "sf_weights", "MODEL.PRETRAIN_DIR", str(tmp_path))
-    loaded = build_model(cfg)
+    built = build_model(cfg)  # construction only: no file is read
+    assert not torch.equal(built.slow.conv1.weight, source.slow.conv1.weight)
+    assert load_weights_from_cfg(built, cfg) is not None
     for k, v in source.state_dict().items():
-        assert torch.equal(loaded.state_dict()[k], v), k
-    fresh = build_model(cfg, pretrained=False)
-    assert not torch.equal(fresh.slow.conv1.weight, source.slow.conv1.weight)
+        assert torch.equal(built.state_dict()[k], v), k
 
 
 def test_unwrap_model_strips_wrappers():
@@ -90,6 +91,7 @@ def _ddp_worker(rank: int, world: int, tmp: str) -> None:
     try:
         torch.manual_seed(rank)  # different inits: DDP must broadcast rank 0's weights
         model = build_model(_tiny_cfg("SF", "SF.WIDTH", 8, "DATA.NUM_FRAMES", 4, "DATA.TRAIN_CROP_SIZE", 32))
+        model = prepare_model(model, job_device(0), find_unused_parameters=get_card("SF").unused_parameters)
         assert isinstance(model, nn.parallel.DistributedDataParallel)
         assert model.find_unused_parameters  # SF never uses its fast res5 stage
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -115,6 +117,6 @@ def test_single_process_group_keeps_bare_module(tmp_path):
         "gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1
     )
     try:
-        assert type(build_model(_tiny_cfg("SF"))) is SlowFast
+        assert type(prepare_model(build_model(_tiny_cfg("SF")), job_device(0))) is SlowFast
     finally:
         torch.distributed.destroy_process_group()

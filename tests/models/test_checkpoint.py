@@ -27,7 +27,7 @@ CONFIGS = REPO_ROOT / "configs" / "models"
 def _tiny(name: str, *opts, seed: int = 0):
     cfg = load_config(str(CONFIGS / f"{name}_tiny.yaml"), ["NUM_GPUS", 0, *opts])
     torch.manual_seed(seed)
-    return build_model(cfg, pretrained=False), cfg
+    return build_model(cfg), cfg
 
 
 def _assert_loaded(model, sd, skip=()):
@@ -152,7 +152,8 @@ def test_uniformer_2d_imagenet_inflation(tmp_path):
 
 
 def test_uniformer_pretrain_name_hook_inflates_a_flat_2d_file(tmp_path):
-    """The config route the experiments take: build_model reads UNIFORMER.PRETRAIN_NAME from MODEL.PRETRAIN_DIR."""
+    """The config route the experiments take: load_weights_from_cfg reads UNIFORMER.PRETRAIN_NAME from
+    MODEL.PRETRAIN_DIR (the engine's explicit step after build_model)."""
     fx = _inflation_fixture()
     torch.save(fx["state_dict_2d"], tmp_path / "uniformer_tiny_in1k.pth")  # flat, as the original hook reads
     cfg = get_cfg()
@@ -162,7 +163,9 @@ def test_uniformer_pretrain_name_hook_inflates_a_flat_2d_file(tmp_path):
     fresh_head = {k: v for k, v in build_model(cfg).state_dict().items() if k.startswith("head.")}
     set_flat(cfg, {"UNIFORMER.PRETRAIN_NAME": "uniformer_tiny_in1k", "MODEL.PRETRAIN_DIR": str(tmp_path)})
     torch.manual_seed(5)
-    ours = build_model(cfg).state_dict()
+    model = build_model(cfg)
+    load_weights_from_cfg(model, cfg)
+    ours = model.state_dict()
     assert set(ours) - set(fx["state_dict_3d"]) == set(fx["missing_keys_after_load"]) == set(fresh_head)
     for k, v in fx["state_dict_3d"].items():
         assert torch.equal(ours[k], v), k
@@ -172,7 +175,7 @@ def test_uniformer_pretrain_name_hook_inflates_a_flat_2d_file(tmp_path):
     assert ours["patch_embed1.proj.weight"].shape == (16, 3, 3, 4, 4)
     set_flat(cfg, {"UNIFORMER.PRETRAIN_NAME": "absent_in1k"})
     with pytest.raises(FileNotFoundError, match="absent_in1k"):
-        build_model(cfg)
+        load_weights_from_cfg(build_model(cfg), cfg)
 
 
 def test_wrong_model_is_named(tmp_path, sf, mvit):
@@ -337,7 +340,7 @@ def _fresh_state(name: str) -> dict[str, torch.Tensor]:
     """The state dict the tool starts from: the model built under torch.manual_seed(RNG_SEED)."""
     cfg = load_config(str(CONFIGS / f"{name}_tiny.yaml"), ["NUM_GPUS", 0])
     torch.manual_seed(cfg.RNG_SEED)
-    return build_model(cfg, pretrained=False).state_dict()
+    return build_model(cfg).state_dict()
 
 
 def test_convert_tool_inflates_a_2d_uniformer_file(tmp_path, capsys):

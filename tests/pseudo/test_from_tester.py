@@ -77,7 +77,7 @@ def checkout(tmp_path_factory) -> Path:
             torch.manual_seed(seed)
             weights = root / "weights" / folder / "weights.pyth"
             weights.parent.mkdir(parents=True)
-            torch.save({"model_state": build_model(cfg, pretrained=False).state_dict(), "epoch": 0}, weights)
+            torch.save({"model_state": build_model(cfg).state_dict(), "epoch": 0}, weights)
             common = ("TEST.CHECKPOINT_FILE_PATH", str(weights))
             tester.test(
                 _cfg(

@@ -63,7 +63,7 @@ def test_config_follows_the_original(exp):
 def test_builds_its_full_size_model(exp):
     cfg = load_config(str(REPO_ROOT / exp / "config.yaml"), ["NUM_GPUS", 0])
     with torch.device("meta"):
-        model = build_model(cfg, pretrained=False)
+        model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     manifest = parity_dir() / "manifests" / f"manifest_{MANIFEST[cfg.MODEL.MODEL_NAME]}.json"
     if not manifest.exists():
