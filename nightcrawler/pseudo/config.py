@@ -16,7 +16,7 @@ import yaml
 
 from nightcrawler.pseudo.fuse import FusionSpec, Replacement, WeightRule
 from nightcrawler.pseudo.io import PseudoLabelError
-from nightcrawler.pseudo.thresholds import SelectionSpec
+from nightcrawler.pseudo.thresholds import METHODS, SelectionSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -152,6 +152,12 @@ def parse_selection(data: Any, source: str, num_classes: int, prefix: str = "sel
         ):
             raise r.error("thresholds", f"must list {num_classes} numbers (one per class), got {values!r}")
         thresholds = tuple(float(v) for v in values)
+    if method not in METHODS:  # a registered rule: every other key is its keyword argument
+        params = {str(k): v for k, v in r.data.items() if k != "method"}
+        try:
+            return SelectionSpec(method=method, params=params)
+        except PseudoLabelError as exc:
+            raise PseudoLabelError(f"{source}: '{prefix}': {exc}") from None
     try:
         return SelectionSpec(
             method=method,
@@ -229,11 +235,24 @@ def _check_roles(fusion: FusionSpec, models: Mapping[str, Any], source: str, whe
         )
 
 
+def _import_user_modules(r: _Reader, folder: Path) -> None:
+    """Imports the config's ``imports`` (module names, or ``.py`` files relative to the config's folder)."""
+    from nightcrawler.utils.imports import import_modules
+
+    names = [str(n) for n in r.get("imports", [], list)]
+    names = [str(folder / n) if n.endswith(".py") and not Path(n).is_absolute() else n for n in names]
+    try:
+        import_modules(names)
+    except ImportError as exc:
+        raise r.error("imports", str(exc)) from exc
+
+
 def load_stage_config(path: str | os.PathLike) -> StageConfig:
     """Reads ``configs/pseudo/stageX.yaml``."""
     source = str(path)
     r = _Reader(load_yaml(path), source)
     num_classes = int(r.get("num_classes", 11, int))
+    _import_user_modules(r, Path(source).parent)
     inputs = r.sub("inputs")
     models = _parse_models(inputs, "models")
     same = {str(k): str(v) for k, v in inputs.get("same_pkl_as", {}, Mapping).items()}

@@ -1,14 +1,30 @@
-"""Which fused rows become pseudo labels: per-class thresholds, keep-all, or the mean - k*std rule."""
+"""Which fused rows become pseudo labels: per-class thresholds, keep-all, the mean - k*std rule, or a rule
+registered in :data:`SELECTION_REGISTRY`.
+
+A registered rule is a function ``rule(labels, confidence, num_classes, **params) -> limits``: the float64
+threshold each row's confidence must reach (``>=``); ``params`` are the other keys of the stage config's
+``selection`` block. A user's rule registers from a module listed in the stage config's ``imports``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from fvcore.common.registry import Registry
 
 from nightcrawler.pseudo.io import PseudoLabelError
 
 METHODS = ("thresholds", "all", "mean_minus_k_std")
+SELECTION_REGISTRY = Registry("SELECTION")
+SELECTION_REGISTRY.__doc__ = "Pseudo-label selection rules ``f(labels, confidence, num_classes, **params)``."
+
+
+def selection_methods() -> list[str]:
+    """Built-in and registered selection methods."""
+    return [*METHODS, *sorted(name for name, _ in SELECTION_REGISTRY)]
 
 
 @dataclass(frozen=True)
@@ -27,10 +43,14 @@ class SelectionSpec:
     k: float = 1.0
     per_class: bool = False
     ddof: int = 1
+    params: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments of a registered rule
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise PseudoLabelError(f"selection method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in METHODS and self.method not in SELECTION_REGISTRY:
+            raise PseudoLabelError(
+                f"selection method must be one of {selection_methods()} (or one registered from a module in "
+                f"'imports'), got {self.method!r}"
+            )
         if self.method == "thresholds" and self.thresholds is None:
             raise PseudoLabelError("selection method 'thresholds' needs a 'thresholds' list (one per class)")
 
@@ -43,6 +63,16 @@ def row_thresholds(
     confidence = np.asarray(confidence, dtype=np.float64)
     if spec.method == "all":
         return np.full(labels.shape, -np.inf)
+    if spec.method not in METHODS:
+        limits = np.asarray(
+            SELECTION_REGISTRY.get(spec.method)(labels, confidence, num_classes, **dict(spec.params)),
+            dtype=np.float64,
+        )
+        if limits.shape != labels.shape:
+            raise PseudoLabelError(
+                f"selection rule {spec.method} returned {limits.shape} limits for {labels.shape[0]} rows"
+            )
+        return limits
     if spec.method == "thresholds":
         table = np.asarray(spec.thresholds, dtype=np.float64)
         if table.shape != (num_classes,):

@@ -11,7 +11,7 @@ from nightcrawler.config import load_config
 from nightcrawler.method.plan import load_plan
 from nightcrawler.method.pretrain import cache_key, pretrained_overrides, zoo_state
 from nightcrawler.models import build_model
-from nightcrawler.models.checkpoint import load_checkpoint_weights
+from nightcrawler.models.checkpoint import load_checkpoint_weights, load_weights_from_cfg
 from tests.conftest import REPO_ROOT
 
 RECIPE = REPO_ROOT / "configs" / "benchmark"
@@ -46,6 +46,7 @@ def test_zoo_file_loads_through_the_familys_key_and_drops_the_corpus_head(model,
         section, field = key.split(".")
         setattr(getattr(target_cfg, section), field, str(path))
         target = build_model(target_cfg)
+        load_weights_from_cfg(target, target_cfg)
     src, dst = source.state_dict(), target.state_dict()
     differ = [k for k in dst if dst[k].shape != src[k].shape]
     assert differ and all(src[k].shape[0] == 23 and dst[k].shape[0] == 11 for k in differ), name
