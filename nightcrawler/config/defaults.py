@@ -324,6 +324,50 @@ _C.CPU_THREADS = (
 _C.NUM_CPU_PROCESSES = 1  # [new] processes when NUM_GPUS is 0 (gloo); > 1 exercises the distributed path
 
 
+# ---------------------------------------------------------------------------------------------------- LEGACY
+# Keys of the original's tree that nothing reads. Config files and overrides may still set them under their old
+# names (the loader warns once per key, naming it); their values are kept under LEGACY.<SECTION>.<KEY>.
+LEGACY_KEYS = (
+    "DATA.PATH_TO_DATA_DIR",
+    "DATA.TARGET_FPS",
+    "DATA.TRAIN_JITTER_MOTION_SHIFT",
+    "DATA.INV_UNIFORM_SAMPLE",
+    "DATA.REVERSE_INPUT_CHANNEL",
+    "DATA.MULTI_LABEL",
+    "DATA_LOADER.ENABLE_MULTI_THREAD_DECODE",
+    "AUG.COLOR_JITTER",
+    "AUG.RE_SPLIT",
+    "BN.NUM_SPLITS",
+    "BN.NUM_SYNC_DEVICES",
+    "SOLVER.WARMUP_FACTOR",
+    "MODEL.ARCH",
+    "MODEL.SINGLE_PATHWAY_ARCH",
+    "MODEL.MULTI_PATHWAY_ARCH",
+    "MODEL.LOSS_FUNC",  # the loss is always soft-target cross-entropy (hard labels are one-hot targets)
+    "MODEL.DROPCONNECT_RATE",
+    "MODEL.FC_INIT_STD",
+    "UNIFORMER.NUM_HEADS",  # heads are EMBED_DIM // HEAD_DIM, as the original
+    "UNIFORMER.ADD_MLP",
+    "UNIFORMER.DPE",
+    "UNIFORMER.KS",
+    "UNIFORMER.MBCONV",
+    "UNIFORMER.PRUNE_RATIO",
+    "UNIFORMER.RATIO",
+    "UNIFORMER.STAGE_TYPE",
+    "UNIFORMER.TAU",
+    "UNIFORMER.TRADE_OFF",
+    "SLOWFAST.BETA_INV",
+    "SLOWFAST.FUSION_CONV_CHANNEL_RATIO",
+    "SLOWFAST.FUSION_KERNEL_SZ",
+)
+_C.LEGACY = CfgNode()
+for _full in LEGACY_KEYS:
+    _section, _key = _full.split(".")
+    if _section not in _C.LEGACY:
+        _C.LEGACY[_section] = CfgNode()
+    _C.LEGACY[_section][_key] = _C[_section].pop(_key)
+
+
 def get_cfg() -> CfgNode:
     """A fresh copy of the default configuration tree."""
     from nightcrawler.config.loading import NightcrawlerCfgNode

@@ -7,6 +7,7 @@ key, where it came from (file or command line) and the closest valid key names.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -104,15 +105,43 @@ def _unknown_key_error(cfg: CfgNode, full_key: str, source: str) -> ConfigError:
     return ConfigError(f"{source}: unknown config key {full_key}{hint}")
 
 
+_warned_legacy: set[str] = set()
+
+
+def _legacy_target(root: CfgNode, full_key: str, source: str) -> tuple[CfgNode, str] | None:
+    """(node, key) under ``LEGACY`` holding an inert key of the original's tree, warning once per key."""
+    from nightcrawler.config.defaults import LEGACY_KEYS
+
+    if full_key not in LEGACY_KEYS or "LEGACY" not in root:
+        return None
+    if full_key not in _warned_legacy:
+        _warned_legacy.add(full_key)
+        logging.getLogger(__name__).warning(
+            "%s: %s has no effect in Nightcrawler (a key of the original's tree); kept as LEGACY.%s",
+            source,
+            full_key,
+            full_key,
+        )
+    section, key = full_key.split(".")
+    return root.LEGACY[section], key
+
+
 def merge_mapping(
     cfg: CfgNode, mapping: Mapping, source: str, prefix: str = "", root: CfgNode | None = None
 ) -> None:
-    """Merges a nested mapping into ``cfg`` in place, validating every key and value."""
+    """Merges a nested mapping into ``cfg`` in place, validating every key and value (inert keys of the original's
+    tree go to ``LEGACY``)."""
     root = cfg if root is None else root
     for key, value in mapping.items():
         full_key = f"{prefix}{key}"
         if key not in cfg:
-            raise _unknown_key_error(root, full_key, source)
+            legacy = _legacy_target(root, full_key, source)
+            if legacy is None:
+                raise _unknown_key_error(root, full_key, source)
+            node, name = legacy
+            _check_not_frozen(node, full_key, value, source)
+            dict.__setitem__(node, name, _coerce(value, node[name], full_key, source))
+            continue
         current = cfg[key]
         if isinstance(current, CfgNode):
             if not isinstance(value, Mapping):
@@ -186,6 +215,12 @@ class NightcrawlerCfgNode(CfgNode):
         """Sets one ``SECTION.KEY`` to an already-parsed value, validating key and type."""
         node: CfgNode = self
         parts = full_key.split(".")
+        legacy = _legacy_target(self, full_key, source)
+        if legacy is not None:
+            node, name = legacy
+            _check_not_frozen(node, full_key, value, source)
+            dict.__setitem__(node, name, _coerce(value, node[name], full_key, source))
+            return
         for depth, part in enumerate(parts):
             if not isinstance(node, CfgNode) or part not in node:
                 raise _unknown_key_error(self, full_key, source)

@@ -185,3 +185,20 @@ def test_pseudo_epoch_length_is_one_of_its_choices():
     cfg.TRAIN.PSEUDO_EPOCH_LENGTH = "longest"
     with pytest.raises(ConfigError, match="TRAIN.PSEUDO_EPOCH_LENGTH"):
         assert_and_infer_cfg(cfg)
+
+
+def test_inert_keys_of_the_original_go_to_legacy_with_one_warning(tmp_path, caplog):
+    from nightcrawler.config import loading
+    from nightcrawler.config.defaults import LEGACY_KEYS
+
+    loading._warned_legacy.discard("MODEL.LOSS_FUNC")
+    path = tmp_path / "old.yaml"
+    path.write_text("MODEL:\n  LOSS_FUNC: soft_cross_entropy\n  NUM_CLASSES: 11\n")
+    with caplog.at_level("WARNING"):
+        cfg = load_config(str(path), ["MODEL.LOSS_FUNC", "cross_entropy"])
+        load_config(str(path))
+    assert "LOSS_FUNC" not in cfg.MODEL and cfg.LEGACY.MODEL.LOSS_FUNC == "cross_entropy"
+    assert sum("MODEL.LOSS_FUNC has no effect" in r.message for r in caplog.records) == 1
+    assert all(k.split(".")[1] not in get_cfg()[k.split(".")[0]] for k in LEGACY_KEYS)
+    with pytest.raises(ConfigError, match="LOSS_FUNC"):
+        load_config(None, ["MODEL.LOSS_FUNC", 3])  # still type-checked

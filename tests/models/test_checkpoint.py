@@ -64,7 +64,7 @@ def _with_head(sd, key, classes):
 
 def test_own_pyth_round_trip(tmp_path, sf):
     cfg = get_cfg()
-    set_flat(cfg, {"MODEL.MODEL_NAME": "SF", "MODEL.ARCH": "sf"})
+    set_flat(cfg, {"MODEL.MODEL_NAME": "SF"})
     path = tmp_path / "checkpoint_epoch_00003.pyth"
     optimizer_state = {
         "state": {0: {"exp_avg": torch.zeros(3)}},
