@@ -41,6 +41,7 @@ from nightcrawler.engine.checkpointer import best_checkpoint_path, find_resume_c
 from nightcrawler.engine.metrics import classification_metrics, plot_confusion_matrix
 from nightcrawler.engine.scoring import SplitScores, forward_plan, score_split
 from nightcrawler.engine.tta import DecodePass, TTASetting, aggregate_clips, parse_tta_setting, plan_passes
+from nightcrawler.pseudo.io import pkl_file_name, write_pkl
 from nightcrawler.utils.distributed import (
     barrier,
     broadcast_parameters,
@@ -130,11 +131,6 @@ def tta_settings(cfg: CfgNode) -> list[TTASetting]:
     main = main_enhancement(cfg)
     first = TTASetting(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS, main)
     return [first, *(parse_tta_setting(text, main) for text in cfg.TEST.EXTRA_SETTINGS)]
-
-
-def pkl_file_name(split: str, frames: int, crop: int, views: int, crops: int, suffix: str = "") -> str:
-    """``{split}x{frames}x{crop}x{views}x{crops}{suffix}.pkl``, the tester's PKL name."""
-    return f"{split}x{frames}x{crop}x{views}x{crops}{suffix}.pkl"
 
 
 def pkl_path(cfg: CfgNode, setting: TTASetting, split: str | None = None) -> Path:
@@ -236,14 +232,7 @@ def write_setting(
         result.metrics = classification_metrics(preds, scores.labels, class_names=class_names(preds.shape[1]))
     if not is_master():
         return result
-    atomic_pickle_dump(
-        {
-            "video_preds": preds,
-            "video_labels": scores.labels.astype(np.int64),
-            "video_names": list(scores.names),
-        },
-        path,
-    )
+    write_pkl(path, preds, scores.labels, scores.names)
     logger.info(
         "wrote %s (%d videos x %d classes, %s)", path, preds.shape[0], preds.shape[1], setting.label()
     )

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nightcrawler.engine.test import pkl_file_name as pkl_name
 from nightcrawler.method.plan import MethodPlan
 from nightcrawler.method.runner import REPO, Runner, overrides
 from nightcrawler.pseudo.fuse import softmax
 from nightcrawler.pseudo.io import align_outputs, load_pkl, read_labelled_list, read_pseudo_csv
+from nightcrawler.pseudo.io import pkl_file_name as pkl_name
 
 ROLES = {"Uniformer": "uniformer", "SF": "slowfast", "MViT": "mvit"}
 ENSEMBLE = "ensemble"

@@ -20,6 +20,25 @@ import numpy as np
 from nightcrawler.utils.io import atomic_write_text
 
 
+def pkl_file_name(split: str, frames: int, crop: int, views: int, crops: int, suffix: str = "") -> str:
+    """``{split}x{frames}x{crop}x{views}x{crops}{suffix}.pkl``: the tester's PKL name (the original's formula)."""
+    return f"{split}x{frames}x{crop}x{views}x{crops}{suffix}.pkl"
+
+
+def write_pkl(path: str | os.PathLike, preds: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> None:
+    """Writes a PKL (``video_preds`` float32, ``video_labels`` int64, ``video_names``) atomically."""
+    from nightcrawler.utils.io import atomic_pickle_dump
+
+    atomic_pickle_dump(
+        {
+            "video_preds": np.asarray(preds, dtype=np.float32),
+            "video_labels": np.asarray(labels).astype(np.int64),
+            "video_names": list(names),
+        },
+        path,
+    )
+
+
 class PseudoLabelError(ValueError):
     """Bad input to pseudo labelling, search or voting; the message names the file or key at fault."""
 

@@ -173,8 +173,8 @@ def test_fitting_list_items_are_kept_and_ints_become_floats():
         ],
     )
     assert cfg.DATA.MEAN == [0.0, 1.0, 0.5] and all(isinstance(x, float) for x in cfg.DATA.MEAN)
-    assert cfg.UNIFORMER.PRUNE_RATIO == [[], [1, 0.5]]
-    assert cfg.DATA.SPECIAL_LABEL_LIST == [1, 2, 3] and cfg.MVIT.DIM_MUL == [[1, 2.0], [3, 2.0]]
+    assert cfg.LEGACY.UNIFORMER.PRUNE_RATIO == [[], [1, 0.5]]
+    assert cfg.LEGACY.DATA.SPECIAL_LABEL_LIST == [1, 2, 3] and cfg.MVIT.DIM_MUL == [[1, 2.0], [3, 2.0]]
 
 
 def test_pseudo_epoch_length_is_one_of_its_choices():
@@ -201,4 +201,4 @@ def test_inert_keys_of_the_original_go_to_legacy_with_one_warning(tmp_path, capl
     assert sum("MODEL.LOSS_FUNC has no effect" in r.message for r in caplog.records) == 1
     assert all(k.split(".")[1] not in get_cfg()[k.split(".")[0]] for k in LEGACY_KEYS)
     with pytest.raises(ConfigError, match="LOSS_FUNC"):
-        load_config(None, ["MODEL.LOSS_FUNC", 3])  # still type-checked
+        load_config(None, ["MODEL.LOSS_FUNC", "[1]"])  # still type-checked
