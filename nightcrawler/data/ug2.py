@@ -25,7 +25,7 @@ from nightcrawler.data.csvs import VideoRow, parse_video_list
 from nightcrawler.data.decoders import BackendUnavailableError, VideoDecodeError, open_video, parse_backend
 from nightcrawler.data.enhance import Enhancement, canonical, enhancement_list, gamma_spec, split_enhancement
 from nightcrawler.data.splits import split_info
-from nightcrawler.data.transforms import EnhancementLike, as_enhancement, test_views
+from nightcrawler.data.transforms import EnhancementLike, test_views
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +153,9 @@ class UG2Dataset(Dataset):
         if enhancement is None:
             enhancement = gamma_spec(gamma)
         if isinstance(enhancement, (list, tuple)):
-            self.enhancements = tuple(enhancement_list([as_enhancement(e) for e in enhancement]))
+            self.enhancements = tuple(enhancement_list(enhancement))
         else:
-            self.enhancements = (canonical(as_enhancement(enhancement)),)
+            self.enhancements = (canonical(enhancement),)
         if not self.enhancements or (self.training and len(self.enhancements) != 1):
             raise ValueError(f"split {split}: training items take one enhancement, test items at least one")
         self.mean = tuple(float(m) for m in mean)
@@ -289,8 +289,9 @@ class UG2Dataset(Dataset):
         for enhancement in self.enhancements:
             # a pointwise enhancement is fused into each view's normalisation; another one sees the whole
             # decoded union once
-            source = frames if enhancement.lut() is not None else enhancement(frames)
-            fused = enhancement if enhancement.lut() is not None else None
+            pointwise = enhancement.lut() is not None
+            source = frames if pointwise else enhancement(frames)
+            fused = enhancement if pointwise else None
             for view in views:
                 view_frames = source[[position[i] for i in view]]
                 clips.append(

@@ -8,7 +8,6 @@ scores its TTA passes through it (:mod:`nightcrawler.engine.test`).
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,9 +18,7 @@ import torch
 from torch import nn
 
 from nightcrawler.models.build import unwrap_model
-from nightcrawler.utils.distributed import all_gather_object, amp_dtype, get_world_size, is_master
-
-logger = logging.getLogger(__name__)
+from nightcrawler.utils.distributed import all_gather_object, amp_dtype, is_master
 
 
 @dataclass
@@ -157,15 +154,6 @@ def score_split(
     gathered = all_gather_object((indices, names, labels, local_outputs, skipped))
     scores = merge_gathered(gathered, dataset_size, split, require_videos=require_videos)
     scores.seconds = elapsed
-    done = len(scores.names) + len(scores.skipped)
-    logger.debug(
-        "%s: %d videos in %.1f s (%.2f videos/s, %d process(es))",
-        split,
-        done,
-        elapsed,
-        done / max(elapsed, 1e-9),
-        get_world_size(),
-    )
     return scores
 
 
