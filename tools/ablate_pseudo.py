@@ -42,6 +42,7 @@ from nightcrawler.method.plan import MethodPlan  # noqa: E402
 from nightcrawler.method.runner import Progress, Runner, StepFailed  # noqa: E402
 from nightcrawler.method.stats import mcnemar_exact, paired_delta_interval, top1_interval  # noqa: E402
 from nightcrawler.pseudo.config import merge_mappings  # noqa: E402
+from nightcrawler.utils.cli import run_cli  # noqa: E402
 from nightcrawler.utils.io import atomic_write_text  # noqa: E402
 
 DEFAULT_VARIANTS = REPO / "configs" / "benchmark" / "ablations.yaml"
@@ -240,6 +241,11 @@ def markdown(summary: dict, docs: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     work = Path(args.workdir).resolve()
     bench = json.loads((work / "benchmark.json").read_text()) if (work / "benchmark.json").is_file() else None
@@ -286,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[name][ab.seed] = ab(name, variants[name] or {})
     except StepFailed as exc:
         print(f"[ablate] {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code if exc.exit_code > 0 else 1  # a step's user-error code passes through
     start = "adapt_bn" if args.stage == 1 else f"pseudo_stage{args.stage - 1}"
     summary = summarise(results, records, start, list(plan.models))
     summary["stage"] = args.stage

@@ -23,6 +23,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nightcrawler.config import ConfigError, assert_and_infer_cfg, load_config
+from nightcrawler.utils.cli import run_cli
+from nightcrawler.utils.errors import exit_code_for
 from nightcrawler.utils.logging import setup_logging
 
 
@@ -42,23 +44,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        cfg = assert_and_infer_cfg(load_config(args.cfg_file, args.opts))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = assert_and_infer_cfg(load_config(args.cfg_file, args.opts))
     setup_logging(None)
     from nightcrawler.engine.bn_adapt import adapt_checkpoint
-    from nightcrawler.models.checkpoint import CheckpointError
 
     try:
         record = adapt_checkpoint(
             cfg, args.checkpoint, args.output, videos=args.videos, video_root=args.video_root
         )
-    except (FileNotFoundError, ValueError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:
+        if exit_code_for(exc) is not None:  # ConfigError, CsvFormatError ...: their own code
+            raise
+        # e.g. --video_root holding no video, too few batches for BN.NUM_BATCHES_PRECISE: a set-up error
+        raise ConfigError(str(exc)) from exc
     print(json.dumps(record, indent=1))
     return 0
 

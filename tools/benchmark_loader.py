@@ -59,6 +59,7 @@ from timm.data.transforms import str_to_pil_interp
 from nightcrawler.data.decoders import open_video, torchcodec_available
 from nightcrawler.data.sampling import uniform_indices
 from nightcrawler.data.transforms import TrainTransform, random_resized_crop_box, test_views
+from nightcrawler.utils.cli import run_cli
 from nightcrawler.utils.io import atomic_write_text
 
 NUM_FRAMES, CROP, VIEWS, CROPS, GAMMA = 32, 224, 3, 3, 0.25
@@ -351,5 +352,10 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def _cli(argv: list[str]) -> int:
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_cli))

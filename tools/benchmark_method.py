@@ -32,6 +32,7 @@ from nightcrawler.method.plan import load_plan  # noqa: E402
 from nightcrawler.method.pretrain import CORPUS_UNITS, ensure_pretrained, pretrain_units  # noqa: E402
 from nightcrawler.method.report import benchmark_markdown, build_benchmark, write_benchmark  # noqa: E402
 from nightcrawler.method.runner import Progress, Runner, StepFailed  # noqa: E402
+from nightcrawler.utils.cli import run_cli  # noqa: E402
 from nightcrawler.utils.io import atomic_write_text  # noqa: E402
 
 DEFAULT_PLAN = REPO / "configs" / "benchmark" / "plan.yaml"
@@ -77,6 +78,11 @@ def plan_hash(plan_dict: dict, recipe: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     plan = load_plan(
         args.plan,
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds[f"seed_{seed}"] = record["seconds"]["total"]
     except StepFailed as exc:
         print(f"[benchmark] {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code if exc.exit_code > 0 else 1  # a step's user-error code passes through
     ordered = [records[s] for s in args.seeds]
     seconds["steps"] = _step_seconds(ordered)
     seconds["total"] = time.time() - t0

@@ -31,6 +31,7 @@ from torch import nn
 from nightcrawler.config import load_config
 from nightcrawler.models.build import build_model
 from nightcrawler.models.layers import explicit_attention
+from nightcrawler.utils.cli import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ATTENTION_MODELS = {"Uniformer", "MViT"}
@@ -149,6 +150,11 @@ def _format_row(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -24,7 +24,8 @@ import torch
 
 from nightcrawler.config import load_config
 from nightcrawler.models.build import build_model
-from nightcrawler.models.checkpoint import CheckpointError, LoadReport, load_pretrained
+from nightcrawler.models.checkpoint import LoadReport, load_pretrained
+from nightcrawler.utils.cli import run_cli
 from nightcrawler.utils.io import atomic_torch_save
 
 logger = logging.getLogger("convert_checkpoint")
@@ -60,6 +61,11 @@ def convert_checkpoint(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -74,13 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.cfg, args.opts)
-    try:
-        report = convert_checkpoint(
-            args.input, args.output, cfg, strict=not args.non_strict, allow_pickle=args.allow_pickle
-        )
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    report = convert_checkpoint(
+        args.input, args.output, cfg, strict=not args.non_strict, allow_pickle=args.allow_pickle
+    )
     print(f"wrote {args.output}: {report.summary()}")
     return 0
 

@@ -35,6 +35,7 @@ from nightcrawler.method.plan import load_plan  # noqa: E402
 from nightcrawler.method.pretrain import CORPUS_UNITS, cache_key, ensure_pretrained, pretrain_units  # noqa: E402
 from nightcrawler.method.report import benchmark_markdown, build_benchmark, plot_benchmark  # noqa: E402
 from nightcrawler.method.runner import Progress, Runner, StepFailed  # noqa: E402
+from nightcrawler.utils.cli import run_cli  # noqa: E402
 from nightcrawler.utils.io import atomic_write_text  # noqa: E402
 
 PLANS = {"full": REPO / "configs" / "demo" / "plan.yaml", "quick": REPO / "configs" / "demo" / "quick.yaml"}
@@ -67,6 +68,11 @@ def _cache_has(plan, cache: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.models and len(set(args.models)) != len(args.models):
         raise SystemExit("--models: each model once")
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         record = SeedRun(plan, args.seed, work / "seed", run, pretrained)()
     except StepFailed as exc:
         print(f"[demo] {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code if exc.exit_code > 0 else 1  # a step's user-error code passes through
     summary = build_benchmark(
         [record], {**plan.to_dict(), "pretrained": bool(pretrained)}, {"total": time.time() - t0}
     )

@@ -32,6 +32,7 @@ with warnings.catch_warnings():
 from nightcrawler.config import load_config
 from nightcrawler.models.build import build_model
 from nightcrawler.models.layers import explicit_attention
+from nightcrawler.utils.cli import run_cli
 
 
 def view_shape(cfg) -> tuple[int, int, int, int, int]:
@@ -73,6 +74,11 @@ def model_complexity(cfg) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

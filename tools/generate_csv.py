@@ -23,9 +23,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nightcrawler.config import ConfigError, load_config
+from nightcrawler.config import load_config
 from nightcrawler.data.csvs import VideoRow, natural_sort_key, write_video_list
 from nightcrawler.data.splits import CLASS_NAMES
+from nightcrawler.utils.cli import run_cli
+from nightcrawler.utils.errors import EXIT_CONFIG, EXIT_DATA
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 REAL_COUNTS = {"labeled": 2625, "dry": 330, "dark": 3088, "arid": 6207, "test": 3103}  # spec §1.1
@@ -169,12 +171,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.cfg, args.opts)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.cfg, args.opts)
     out_dir = args.out or args.prefix
     classes = CLASS_NAMES
 
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         for msg in problems:
             print(f"error: {msg}", file=sys.stderr)
-        return 1
+        return EXIT_DATA
 
     if "labeled" in sources and "dry" in sources:
         both = {r.path for r in sources["labeled"].rows} & {r.path for r in sources["dry"].rows}
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             for msg in bad[:50]:
                 print(f"error: unreadable video {msg}", file=sys.stderr)
             print(f"error: {len(bad)} unreadable video(s); no list written", file=sys.stderr)
-            return 1
+            return EXIT_DATA
 
     planned: dict[str, list[VideoRow]] = {}
     for key, (needs, keep_labels) in LISTS.items():
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "lists and PKLs made from the old lists refer to their row order)",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_CONFIG
     for name, rows in planned.items():
         write_video_list(os.path.join(out_dir, name), rows, args.separator)
 

@@ -23,6 +23,7 @@ from nightcrawler.data.synthetic import (
     SyntheticSpec,
     make_synthetic_dataset,
 )
+from nightcrawler.utils.cli import run_cli
 
 
 def _source_count(text: str) -> tuple[str, int]:
@@ -77,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
         print(

@@ -10,8 +10,9 @@ import argparse
 import os
 import sys
 
-from nightcrawler.config import ConfigError, assert_and_infer_cfg, load_config
+from nightcrawler.config import assert_and_infer_cfg, load_config
 from nightcrawler.engine.launch import distributed_selftest, launch_job
+from nightcrawler.utils.cli import run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,33 +39,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the tool; user errors end in one paragraph and their exit code (nightcrawler.utils.errors)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.cfg_file, args.opts)
-        if args.num_shards is not None:
-            cfg.NUM_SHARDS = args.num_shards
-        if args.shard_id is not None:
-            cfg.SHARD_ID = args.shard_id
-        assert_and_infer_cfg(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.cfg_file, args.opts)
+    if args.num_shards is not None:
+        cfg.NUM_SHARDS = args.num_shards
+    if args.shard_id is not None:
+        cfg.SHARD_ID = args.shard_id
+    assert_and_infer_cfg(cfg)
     os.makedirs(os.path.join(cfg.OUTPUT_DIR, "checkpoints"), exist_ok=True)
-    try:
-        if args.self_test:
-            launch_job(cfg, args.init_method, distributed_selftest)
-            return 0
-        if cfg.TRAIN.ENABLE:
-            from nightcrawler.engine.train import train
+    if args.self_test:
+        launch_job(cfg, args.init_method, distributed_selftest)
+        return 0
+    if cfg.TRAIN.ENABLE:
+        from nightcrawler.engine.train import train
 
-            launch_job(cfg, args.init_method, train)
-        if cfg.TEST.ENABLE:
-            from nightcrawler.engine.test import test
+        launch_job(cfg, args.init_method, train)
+    if cfg.TEST.ENABLE:
+        from nightcrawler.engine.test import test
 
-            launch_job(cfg, args.init_method, test)
-    except ConfigError as exc:  # a launch layout (SLURM, torchrun) that does not fit the config
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        launch_job(cfg, args.init_method, test)
     return 0
 
 

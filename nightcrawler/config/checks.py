@@ -60,6 +60,8 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
             f"TEST.NUM_ENSEMBLE_VIEWS = {cfg.TEST.NUM_ENSEMBLE_VIEWS} must be >= 1 and TEST.NUM_SPATIAL_CROPS = "
             f"{cfg.TEST.NUM_SPATIAL_CROPS} must be 1 or 3"
         )
+    _check_ranges(cfg)
+    _check_paths(cfg)
     # what the layers above declare: each phase's enhancement spec, the chosen model's input rules
     from nightcrawler.data.enhance import check_enhancement_keys
     from nightcrawler.models.registry import check_model_config
@@ -67,9 +69,79 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     try:
         check_enhancement_keys(cfg)
         check_model_config(cfg)
+        _check_tta_settings(cfg)
     except (ValueError, KeyError) as exc:
         raise ConfigError(str(exc).strip("'\"")) from exc
     return cfg
+
+
+def _check_ranges(cfg: CfgNode) -> None:
+    """Single-key bounds and the crop/scale relation: values of the right type that no run can use."""
+    for key, low in (
+        ("MODEL.NUM_CLASSES", 1),
+        ("DATA.NUM_FRAMES", 1),
+        ("DATA.SAMPLING_RATE", 1),
+        ("DATA.TRAIN_CROP_SIZE", 1),
+        ("DATA.TEST_CROP_SIZE", 1),
+        ("SOLVER.MAX_EPOCH", 0),
+        ("SOLVER.WARMUP_EPOCHS", 0),
+        ("SOLVER.BASE_LR", 0),
+        ("SOLVER.WEIGHT_DECAY", 0),
+        ("DATA_LOADER.NUM_WORKERS", 0),
+    ):
+        section, name = key.split(".")
+        value = cfg[section][name]
+        if value < low:
+            raise ConfigError(f"{key} = {value!r} must be >= {low}")
+    solver = cfg.SOLVER
+    if (
+        solver.LR_POLICY == "cosine"
+        and solver.COSINE_AFTER_WARMUP
+        and solver.MAX_EPOCH <= solver.WARMUP_EPOCHS
+    ):
+        raise ConfigError(
+            f"SOLVER.MAX_EPOCH = {solver.MAX_EPOCH} must exceed SOLVER.WARMUP_EPOCHS = {solver.WARMUP_EPOCHS} "
+            "with SOLVER.COSINE_AFTER_WARMUP (the cosine would span no epochs)"
+        )
+    scales = cfg.DATA.TRAIN_JITTER_SCALES
+    if len(scales) != 2 or not 0 < scales[0] <= scales[1]:
+        raise ConfigError(f"DATA.TRAIN_JITTER_SCALES = {list(scales)} must be [min, max] with 0 < min <= max")
+    # with scale jitter (no relative random-resized-crop lists) the crop is cut from the rescaled short side
+    if not cfg.DATA.TRAIN_JITTER_SCALES_RELATIVE and cfg.DATA.TRAIN_CROP_SIZE > scales[0]:
+        raise ConfigError(
+            f"DATA.TRAIN_CROP_SIZE = {cfg.DATA.TRAIN_CROP_SIZE} is larger than the smallest training scale "
+            f"DATA.TRAIN_JITTER_SCALES[0] = {scales[0]}"
+        )
+
+
+def _check_paths(cfg: CfgNode) -> None:
+    """Every path the run will read must exist now, not after the model is built or a video decoded."""
+    import os
+
+    checks = [
+        ("DATA.PATH_PREFIX", cfg.DATA.PATH_PREFIX, "folder"),
+        ("TRAIN.CHECKPOINT_FILE_PATH", cfg.TRAIN.CHECKPOINT_FILE_PATH if cfg.TRAIN.ENABLE else "", "file"),
+        ("TEST.CHECKPOINT_FILE_PATH", cfg.TEST.CHECKPOINT_FILE_PATH if cfg.TEST.ENABLE else "", "file"),
+    ]
+    if cfg.DATA.PSEUDO_CSV:
+        checks.append(("DATA.PSEUDO_CSV", os.path.join(cfg.DATA.PATH_PREFIX, cfg.DATA.PSEUDO_CSV), "file"))
+    for key, path, kind in checks:
+        if not path:
+            continue
+        exists = os.path.isdir(path) if kind == "folder" else os.path.isfile(path)
+        if not exists:
+            shown = cfg[key.split(".")[0]][key.split(".")[1]]
+            where = f" (resolved to '{path}')" if shown != path else ""
+            raise ConfigError(f"{key} = '{shown}'{where}: no such {kind}")
+
+
+def _check_tta_settings(cfg: CfgNode) -> None:
+    """Parses every TEST.EXTRA_SETTINGS entry now (a bad one would otherwise fail after the test pass)."""
+    from nightcrawler.data.enhance import setting_enhancement
+    from nightcrawler.engine.tta import parse_tta_setting
+
+    for text in cfg.TEST.EXTRA_SETTINGS:
+        parse_tta_setting(text, setting_enhancement("none"))
 
 
 def apply_world_layout(cfg: CfgNode, world_size: int, local_world_size: int, rank: int) -> CfgNode:

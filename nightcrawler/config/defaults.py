@@ -20,6 +20,7 @@ _C.TRAIN.BATCH_SIZE = 64  # videos per optimiser step over all processes (each y
 _C.TRAIN.EVAL_PERIOD = 10  # evaluate (and adapt BN) every this many epochs
 _C.TRAIN.CHECKPOINT_PERIOD = 10  # write checkpoints/checkpoint_epoch_NNNNN.pyth every this many epochs
 _C.TRAIN.AUTO_RESUME = True  # resume from the newest checkpoint in OUTPUT_DIR/checkpoints when one exists
+_C.TRAIN.DIST_TIMEOUT_S = 1800  # [new] seconds a collective waits for the other processes, then fails
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""  # weights to start from (previous stage's best.pyth, zoo file)
 _C.TRAIN.CHECKPOINT_TYPE = "pytorch"  # checkpoint format (only "pytorch" is supported, as in the experiments)
 _C.TRAIN.CHECKPOINT_INFLATE = False  # inflate 2-D kernels to 3-D when loading CHECKPOINT_FILE_PATH
@@ -67,6 +68,8 @@ _C.TEST.USE_GAMMA = (
 _C.TEST.MAX_VIEWS_PER_FORWARD = 9  # [new] at most this many clips of one video per forward pass
 _C.TEST.EXTRA_SETTINGS = []  # [new] more TTA settings from the same pass, e.g. ["1x3", "3x1", "1x1@g0.45"]
 _C.TEST.SKIP_BAD_VIDEOS = False  # [new] skip (and list) undecodable test videos instead of failing
+_C.TEST.CHECK_VIDEOS = "auto"  # [new] pre-flight check of every test video: auto (splits > 500 videos), true, false
+_C.TEST.CHECK_WORKERS = 0  # [new] parallel pre-flight checks (0: min(cpus, 8))
 _C.TEST.PLOTS = True  # [new] write a confusion-matrix PNG beside the PKL when labels are present
 _C.TEST.MIXED_PRECISION = (
     "none"  # [new] autocast on CUDA while testing: none (fp32, the original), bf16 or fp16

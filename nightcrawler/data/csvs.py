@@ -114,6 +114,7 @@ def parse_video_list(
     low = 0 if require_label else -1
     rows: list[VideoRow] = []
     width: int | None = None
+    first_line: dict[str, int] = {}
     for line_no, line in lines:
         where = f"{path}:{line_no}"
         fields = _split(line, sep)
@@ -149,6 +150,11 @@ def parse_video_list(
                 ) from None
             if not all(math.isfinite(p) for p in probs):
                 raise CsvFormatError(f"{where}: class scores must be finite, got {fields[2:]!r}")
+        if rel_path in first_line:  # one video, one label: a repeated row is a merge or copy mistake
+            raise CsvFormatError(
+                f"{where}: video {rel_path!r} is already listed on line {first_line[rel_path]}"
+            )
+        first_line[rel_path] = line_no
         rows.append(VideoRow(rel_path, label, probs))
     return rows
 

@@ -5,14 +5,13 @@ really decode and whose ``frames_at(indices)`` returns those frames, uint8 ``(T,
 
 Which path reads a file (the rule; ``tests/data/test_decoders.py`` checks it on real footage and trap files):
 
-* Every reader starts with a probe (:func:`probe_video`): PyAV demuxes the file without decoding (about 1 ms
-  for a short clip) and counts the video packets that are neither empty nor flagged "discard" (the pre-roll of
+* Every reader starts with a probe (:func:`probe_video`): PyAV demuxes the file, decoding only its first frame
+  (for the display matrix), and counts the video packets that are neither empty nor flagged "discard" (the pre-roll of
   an edit-list cut). That count is ``num_frames``; container header counts and decord's ``len`` can be larger
   (an MP4 cut with ``ffmpeg -ss 1.3 -c copy`` says 24 and decodes 21) and are clamped to it. When frames
   precede the first keyframe (a copy-cut AVI starts with B-frames whose references are gone), the probe
   decodes the file once to count the frames that really come out.
-* ``"auto"`` is PyAV on every file: decoding in presentation order is right on every file tried, and with one
-  reused RGB reformatter it measured as fast as or faster than decord's and torchcodec's batched reads
+* ``"auto"`` is PyAV on every file: decoding in presentation order is right on every file tried
   (docs/PERFORMANCE.md, "Data loading").
 * ``"pyav"`` decodes the range from the first to the last wanted frame in order and converts only the wanted
   frames to RGB. It starts at frame 0, except in containers with reliable timestamps (MP4/MOV/Matroska) when a
@@ -23,9 +22,27 @@ Which path reads a file (the rule; ``tests/data/test_decoders.py`` checks it on 
   MP4/MOV/Matroska without edit-list pre-roll or open GOPs, where decord's count equals the probe's. On other
   files its seeks return wrong frames (MPEG-4 Part 2 with B-frames, anything in AVI, edit-list cuts, frames
   after an open-GOP keyframe), so a fresh decord reader reads contiguous chunks from frame 0, which it gets
-  right.
-* ``"torchcodec"`` (exact seek mode) reads timestamp containers (MP4/MOV/Matroska/WebM). On other files (AVI,
-  where it raises or returns shifted frames) PyAV reads the file instead, with a warning.
+  right. decord reads only 8-bit 4:2:0 files with even sides (:attr:`VideoProbe.plain_420`); its RGB
+  conversion differs from the ffmpeg CLI on 10-bit and odd-size files (up to 16 levels), so PyAV reads those.
+* ``"torchcodec"`` (exact seek mode) reads seek-safe files (the same rule as decord's random access) whose
+  frame count it gets right. On other files PyAV reads the file instead: AVI (it raises or returns shifted
+  frames; with a warning), edit-list cuts, open GOPs (after a seek its frames shift by one, e.g. HEVC cuts)
+  and files with undecodable leading frames (it counts and pads them).
+* Undecodable leading frames: a copy-cut open-GOP Matroska file keeps the leading pictures of its first
+  keyframe without timestamps; they never decode. The probe flags this (``uncertain_start``) and counts the
+  frames by decoding once; decord's larger count is clamped and it reads such files in order.
+
+Orientation: every reader returns frames rotated for display, as the ffmpeg CLI and decord do. The probe
+decodes the first frame to read its display matrix (``VideoProbe.rotation``, degrees counterclockwise; PyAV
+exposes no stream-level display matrix); the PyAV path turns frames with ``np.rot90`` and every reader's
+``height``/``width`` are the displayed ones (``VideoProbe.width``/``height`` stay the stored ones).
+
+RGB conversion: the rule is "what ``ffmpeg -i f -f rawvideo -pix_fmt rgb24 -`` gives". The PyAV path
+converts 10-bit, odd-size and other non-plain files with the filter graph the CLI builds (``scale`` with
+bicubic flags, then ``format=rgb24``; :class:`RGBConverter`), equal to the CLI's output; PyAV's
+``VideoReformatter`` differed by up to ~100 levels there. On plain 8-bit 4:2:0 files with even sides the
+reused reformatter already gives the CLI's pixels exactly and is faster per read, so it stays there.
+torchcodec matches the CLI on all of these; decord only on plain files (see above).
 
 Each reader uses ``threads`` decoder threads (default 1: one per DataLoader worker). Missing, unreadable or
 frame-less files raise :class:`VideoDecodeError` naming the file.
@@ -90,6 +107,19 @@ class VideoProbe:
     keyframes: tuple[int, ...]  # display indices of keyframes (needs frame_pts)
     edit_list_preroll: int  # packets flagged "discard" (decoded only as references, never shown)
     open_gop: bool = False  # some keyframe after the first has frames shown before it
+    uncertain_start: bool = False  # frames may fail to decode at the start (counted by decoding, see probe)
+    rotation: int = 0  # display-matrix rotation, degrees counterclockwise: 0, 90, 180 or 270
+    pix_fmt: str = ""  # the decoder's pixel format, e.g. yuv420p or yuv420p10le
+
+    @property
+    def plain_420(self) -> bool:
+        """8-bit 4:2:0 with even sides: the files where decord's RGB conversion equals the ffmpeg CLI's."""
+        return self.pix_fmt in ("yuv420p", "yuvj420p") and self.width % 2 == 0 and self.height % 2 == 0
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the frames as displayed (and as every reader returns them)."""
+        return (self.width, self.height) if self.rotation in (90, 270) else (self.height, self.width)
 
     @property
     def timestamp_container(self) -> bool:
@@ -108,7 +138,13 @@ class VideoProbe:
             and self.codec in _DECORD_SEEK_SAFE_CODECS
             and self.edit_list_preroll == 0
             and not self.open_gop
+            and not self.uncertain_start
         )
+
+    @property
+    def torchcodec_seek_safe(self) -> bool:
+        """Whether torchcodec's exact-mode random access returns the right frames (same rule as decord)."""
+        return self.decord_seek_safe
 
 
 def parse_backend(name: str) -> tuple[str, bool]:
@@ -148,7 +184,16 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             packets: list[tuple[int | None, bool]] = []  # (pts, keyframe) in decode order
             discarded = 0
+            rotation = None  # read from the first decoded frame (PyAV exposes no stream display matrix)
+            ctx.thread_count = 1
             for packet in container.demux(stream):
+                if rotation is None and packet.size:
+                    try:
+                        for frame in ctx.decode(packet):
+                            rotation = int(round(frame.rotation or 0)) % 360
+                            break
+                    except av.FFmpegError:
+                        pass
                 if packet.size == 0:
                     continue
                 if packet.is_discard:
@@ -162,6 +207,7 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
                 height=int(ctx.height),
                 fps=float(rate) if rate else 0.0,
                 header_frames=int(stream.frames or 0),
+                pix_fmt=ctx.format.name if ctx.format else "",
             )
     except VideoDecodeError:
         raise
@@ -188,6 +234,8 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
         keyframes=keyframes,
         edit_list_preroll=discarded,
         open_gop=open_gop,
+        uncertain_start=uncertain_start,
+        rotation=rotation if rotation in (90, 180, 270) else 0,
         **fields,
     )
 
@@ -195,8 +243,9 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
 def _leading_pictures(packets: Sequence[tuple[int | None, bool]]) -> tuple[bool, bool]:
     """``(uncertain_start, open_gop)`` from packets in decode order.
 
-    ``uncertain_start``: packets precede the first keyframe, or frames shown before it follow it (their
-    references may be missing, so the decoder may drop them). ``open_gop``: a later keyframe has such leading
+    ``uncertain_start``: packets precede the first keyframe, or frames shown before it follow it, or packets
+    without a timestamp follow it (the leading pictures of a copy-cut open-GOP Matroska file: their
+    timestamps fell before the cut and their references are gone, so the decoder drops them). ``open_gop``: a later keyframe has such leading
     frames (decord's seeks then land on wrong frames).
     """
     keys = [i for i, (_, key) in enumerate(packets) if key]
@@ -208,7 +257,10 @@ def _leading_pictures(packets: Sequence[tuple[int | None, bool]]) -> tuple[bool,
         end = keys[n + 1] if n + 1 < len(keys) else len(packets)
         if key_pts is None:
             continue
-        if any(p is not None and p < key_pts for p, _ in packets[i + 1 : end]):
+        lead = [p for p, _ in packets[i + 1 : end]]
+        if n == 0 and None in lead:
+            uncertain = True
+        if any(p is not None and p < key_pts for p in lead):
             if n == 0:
                 uncertain = True
             else:
@@ -240,8 +292,7 @@ class VideoReader:
         self.threads = threads
         self.num_frames = probe.num_frames
         self.fps = probe.fps
-        self.height = probe.height
-        self.width = probe.width
+        self.height, self.width = probe.display_size
 
     def __len__(self) -> int:
         return self.num_frames
@@ -294,6 +345,26 @@ class VideoReader:
         raise NotImplementedError
 
 
+class RGBConverter:
+    """The ffmpeg CLI's YUV->RGB conversion for one stream: a ``scale`` (bicubic, the CLI's default) +
+    ``format=rgb24`` filter graph, as ``ffmpeg -i f -f rawvideo -pix_fmt rgb24 -`` builds. It matches the CLI
+    exactly on 10-bit and odd-size 4:2:0 files (PyAV's ``VideoReformatter`` differs there by up to ~100
+    levels) and is as fast as the reformatter on 8-bit files (measured ~100 vs ~170 us per 320x240 frame)."""
+
+    def __init__(self, stream):
+        graph = av.filter.Graph()
+        chain = [graph.add_buffer(template=stream), graph.add("scale", "flags=bicubic")]
+        chain += [graph.add("format", "rgb24"), graph.add("buffersink")]
+        for a, b in zip(chain, chain[1:]):
+            a.link_to(b)
+        graph.configure()
+        self._graph = graph
+
+    def __call__(self, frame) -> np.ndarray:
+        self._graph.push(frame)
+        return self._graph.pull().to_ndarray()
+
+
 class PyAVReader(VideoReader):
     """PyAV: in-order decoding of the needed range with one reused RGB reformatter (see module doc)."""
 
@@ -301,8 +372,9 @@ class PyAVReader(VideoReader):
 
     def __init__(self, probe: VideoProbe, threads: int = 1):
         super().__init__(probe, threads)
-        self._reformatter = VideoReformatter()
         self._pts_index = {p: i for i, p in enumerate(probe.frame_pts)}
+        self._reformatter = VideoReformatter()  # reused: the fast path for plain 8-bit 4:2:0 files
+        self._turns = probe.rotation // 90  # np.rot90 turns counterclockwise, like the display matrix
 
     def seek_start(self, first: int) -> int:
         """Display index of the keyframe a read for frames from ``first`` on starts at (0 = no seek)."""
@@ -327,6 +399,7 @@ class PyAVReader(VideoReader):
             stream.codec_context.thread_count = self.threads
             if self.threads != 1:
                 stream.codec_context.thread_type = "AUTO"
+            to_rgb = self._fast_rgb if self.probe.plain_420 else RGBConverter(stream)
             if start > 0:
                 container.seek(self.probe.frame_pts[start], stream=stream, backward=True, any_frame=False)
             for count, frame in enumerate(container.decode(stream)):
@@ -337,12 +410,26 @@ class PyAVReader(VideoReader):
                 else:
                     k = count
                 if k in want:
-                    out[k] = self._reformatter.reformat(
-                        frame, width=self.width, height=self.height, format="rgb24"
-                    ).to_ndarray()
+                    rgb = to_rgb(frame)
+                    out[k] = np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
                 if k >= last:
                     break
         return out
+
+    def _fast_rgb(self, frame) -> np.ndarray:
+        return self._reformatter.reformat(
+            frame, width=self.probe.width, height=self.probe.height, format="rgb24"
+        ).to_ndarray()
+
+
+def _import_decord():
+    try:
+        import decord
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"decord backend selected but not importable ({exc}); pip install decord"
+        ) from exc
+    return decord
 
 
 class DecordReader(VideoReader):
@@ -352,13 +439,7 @@ class DecordReader(VideoReader):
 
     def __init__(self, probe: VideoProbe, threads: int = 1):
         super().__init__(probe, threads)
-        try:
-            import decord
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                f"decord backend selected but not importable ({exc}); pip install decord"
-            ) from exc
-        self._decord = decord
+        self._decord = _import_decord()
         self._vr = self._open()
         self.num_frames = min(len(self._vr), probe.num_frames)
         self.random_access = probe.decord_seek_safe and len(self._vr) == probe.num_frames
@@ -444,6 +525,16 @@ def open_video(path: str | os.PathLike, backend: str = "auto", threads: int = 1)
     name, _ = parse_backend(backend)
     probe = probe_video(path)
     if name == "decord":
+        if not probe.plain_420:
+            logger.info(
+                "decord's RGB conversion differs from the ffmpeg CLI on %s %dx%d; decoding %s with PyAV",
+                probe.pix_fmt,
+                probe.width,
+                probe.height,
+                probe.path,
+            )
+            _import_decord()
+            return PyAVReader(probe, threads)
         return DecordReader(probe, threads)
     if name == "torchcodec":
         _import_torchcodec()
@@ -454,5 +545,22 @@ def open_video(path: str | os.PathLike, backend: str = "auto", threads: int = 1)
                 probe.path,
             )
             return PyAVReader(probe, threads)
-        return TorchCodecReader(probe, threads)
+        if not probe.torchcodec_seek_safe:
+            logger.info(
+                "torchcodec's seeks misplace frames in %s (edit list, open GOP or undecodable leading "
+                "frames); decoding it with PyAV instead",
+                probe.path,
+            )
+            return PyAVReader(probe, threads)
+        reader = TorchCodecReader(probe, threads)
+        if len(reader._dec) != probe.num_frames:
+            logger.info(
+                "torchcodec counts %d frames in %s, %d decode; using PyAV",
+                len(reader._dec),
+                probe.path,
+                probe.num_frames,
+            )
+            reader.close()
+            return PyAVReader(probe, threads)
+        return reader
     return PyAVReader(probe, threads)

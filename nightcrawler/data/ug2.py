@@ -167,6 +167,9 @@ class UG2Dataset(Dataset):
         self.retries = retries
         self.skip_bad = skip_bad
         self.open_fn = open_fn
+        self.known_bad: set[int] = (
+            set()
+        )  # test splits: positions a pre-flight check found bad (skipped unread)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -271,6 +274,8 @@ class UG2Dataset(Dataset):
             return sorted({i for v in views for i in v})
 
         try:
+            if index in self.known_bad:
+                raise VideoDecodeError(self.paths[index], "found bad by the pre-flight check")
             frames, union = self._decode(index, union_of_views)
         except VideoDecodeError as exc:
             if not self.skip_bad:

@@ -68,6 +68,48 @@ def find_resume_checkpoint(output_dir: str | Path) -> Path | None:
     return epochs[-1] if epochs else None
 
 
+def resume_candidates(output_dir: str | Path) -> list[Path]:
+    """Checkpoints to resume from, in the order tried: ``checkpoint_latest.pyth`` when present (the original's
+    rule), then the ``checkpoint_epoch_*.pyth`` files from the newest to the oldest."""
+    folder = checkpoint_dir(output_dir)
+    if not folder.is_dir():
+        return []
+    latest = folder / LATEST_NAME
+    epochs = sorted((p for p in folder.glob("checkpoint_epoch_*.pyth") if p.is_file()), reverse=True)
+    return ([latest] if latest.is_file() else []) + epochs
+
+
+def _auto_resume(
+    output_dir: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+) -> StartPoint | None:
+    """Loads the first of :func:`resume_candidates` that loads; a truncated or corrupt one is named in a
+    warning and the next (older) one is tried. None without candidates; CheckpointError when none loads."""
+    candidates = resume_candidates(output_dir)
+    failures = []
+    for path in candidates:
+        try:
+            start = load_training_state(path, model, optimizer, scaler, restore_rng=True)
+        except CheckpointError as exc:
+            logger.warning("auto-resume: cannot load %s (%s); trying the previous checkpoint", path, exc)
+            failures.append(f"{path}: {exc}")
+            continue
+        start.kind = "resume"
+        if failures:
+            start.extra["skipped"] = failures
+        logger.info("auto-resume from %s: starting at epoch %d", path, start.epoch + 1)
+        return start
+    if failures:
+        raise CheckpointError(
+            "auto-resume: no checkpoint in "
+            f"{checkpoint_dir(output_dir)} loads (remove them or set TRAIN.AUTO_RESUME False); tried:\n  "
+            + "\n  ".join(failures)
+        )
+    return None
+
+
 def remove_stale_temporaries(output_dir: str | Path) -> list[Path]:
     """Deletes the temporary files a kill during a checkpoint write left behind (``.NAME.pyth.*.tmp`` beside
     ``best.pyth`` and in ``checkpoints/``); the finished checkpoints are never touched. Returns what it removed."""
@@ -221,11 +263,8 @@ def resolve_start(
     if is_master():
         remove_stale_temporaries(cfg.OUTPUT_DIR)
     if cfg.TRAIN.AUTO_RESUME:
-        found = find_resume_checkpoint(cfg.OUTPUT_DIR)
-        if found is not None:
-            start = load_training_state(found, model, optimizer, scaler, restore_rng=True)
-            start.kind = "resume"
-            logger.info("auto-resume from %s: starting at epoch %d", found, start.epoch + 1)
+        start = _auto_resume(cfg.OUTPUT_DIR, model, optimizer, scaler)
+        if start is not None:
             return start
     path = cfg.TRAIN.CHECKPOINT_FILE_PATH
     if path:

@@ -8,9 +8,12 @@ per-process logging and seeding.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
+import pickle
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -22,6 +25,7 @@ from yacs.config import CfgNode
 from nightcrawler.config.checks import apply_world_layout, processes_per_machine
 from nightcrawler.config.loading import ConfigError
 from nightcrawler.utils.distributed import find_free_port, job_device
+from nightcrawler.utils.errors import exit_code_for
 from nightcrawler.utils.imports import import_modules
 from nightcrawler.utils.logging import environment_summary, setup_logging
 from nightcrawler.utils.seeding import seed_everything
@@ -206,8 +210,15 @@ def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: Proce
         os.environ["LOCAL_RANK"] = str(spec.local_rank)
         if cfg.NUM_GPUS > 0:
             torch.cuda.set_device(gpu_index(spec.local_rank, torch.cuda.device_count()))
+        # a process that dies or hangs makes the others' collectives fail after this long instead of waiting
+        # forever (mp.spawn also terminates the other local processes as soon as one fails)
+        timeout = datetime.timedelta(seconds=max(1, int(cfg.TRAIN.get("DIST_TIMEOUT_S", 1800))))
         dist.init_process_group(
-            spec.backend, init_method=spec.init_method, world_size=spec.world_size, rank=spec.rank
+            spec.backend,
+            init_method=spec.init_method,
+            world_size=spec.world_size,
+            rank=spec.rank,
+            timeout=timeout,
         )
     rank = spec.rank if spec else 0
     try:
@@ -243,6 +254,7 @@ def _spawned_worker(
     cfg: CfgNode,
     init_method: str,
     nprocs: int,
+    error_dir: str | None = None,
 ) -> None:
     spec = ProcessGroupSpec(
         world_size=nprocs * cfg.NUM_SHARDS,
@@ -252,7 +264,53 @@ def _spawned_worker(
         backend=_backend(cfg),
         local_world_size=nprocs,
     )
-    _run_in_process(func, cfg, spec)
+    try:
+        _run_in_process(func, cfg, spec)
+    except Exception as exc:
+        if error_dir is not None and exit_code_for(exc) is not None:
+            save_user_error(error_dir, local_rank, exc)
+        raise
+
+
+def save_user_error(error_dir: str, local_rank: int, exc: BaseException) -> None:
+    """Pickles a worker's user error to ``error_dir`` so the parent can raise it again (torch only passes
+    the child's traceback text up); an error that does not pickle is left to the traceback."""
+    try:
+        data = pickle.dumps(exc)
+        pickle.loads(data)
+    except Exception:
+        return
+    tmp = os.path.join(error_dir, f".rank{local_rank}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, os.path.join(error_dir, f"rank{local_rank}.pkl"))
+
+
+def first_user_error(error_dir: str) -> BaseException | None:
+    """The user error saved first by a worker (the others usually fail because of it), or None."""
+    saved = [os.path.join(error_dir, n) for n in os.listdir(error_dir) if n.endswith(".pkl")]
+    for path in sorted(saved, key=lambda q: (os.stat(q).st_mtime_ns, q)):
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f)
+        except Exception:
+            continue
+    return None
+
+
+def spawn_workers(func: Callable[[CfgNode], object], cfg: CfgNode, init_method: str, nprocs: int) -> None:
+    """``mp.spawn`` of the workers; a worker's user error (ConfigError, VideoDecodeError ...) is raised
+    again here with its class and message, so the entry point reports it like a single-process run."""
+    with tempfile.TemporaryDirectory(prefix="nightcrawler-errors-") as error_dir:
+        try:
+            mp.spawn(
+                _spawned_worker, args=(func, cfg, init_method, nprocs, error_dir), nprocs=nprocs, join=True
+            )
+        except Exception as spawn_exc:
+            user_error = first_user_error(error_dir)
+            if user_error is None:
+                raise
+            raise user_error from spawn_exc
 
 
 def launch_job(cfg: CfgNode, init_method: str | None, func: Callable[[CfgNode], object]) -> None:
@@ -290,7 +348,7 @@ def launch_job(cfg: CfgNode, init_method: str | None, func: Callable[[CfgNode], 
                 "NUM_SHARDS > 1 needs --init_method tcp://<host of shard 0>:<port> on every machine"
             )
         init_method = f"tcp://127.0.0.1:{find_free_port()}"
-    mp.spawn(_spawned_worker, args=(func, cfg, init_method, nprocs), nprocs=nprocs, join=True)
+    spawn_workers(func, cfg, init_method, nprocs)
 
 
 def distributed_selftest(cfg: CfgNode) -> None:

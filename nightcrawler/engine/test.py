@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from nightcrawler.engine.tta import DecodePass, TTASetting, aggregate_clips, par
 from nightcrawler.pseudo.io import pkl_file_name, write_pkl
 from nightcrawler.utils.distributed import (
     barrier,
+    broadcast_object,
     broadcast_parameters,
     get_world_size,
     is_master,
@@ -161,10 +163,19 @@ def view_index_fn(cfg: CfgNode):
 
 # ---------------------------------------------------------------------------------------------------- inference
 def run_pass(
-    model: nn.Module, cfg: CfgNode, plan: DecodePass, split: str | None = None, open_fn=None
+    model: nn.Module,
+    cfg: CfgNode,
+    plan: DecodePass,
+    split: str | None = None,
+    open_fn=None,
+    known_bad: Sequence[str] = (),
 ) -> SplitScores:
     """Decodes every video of ``split`` (default TEST.DATA_SELECT) once for ``plan`` and scores the clips its
-    settings use (``clip_outputs`` columns follow ``plan.needed_columns()``)."""
+    settings use (``clip_outputs`` columns follow ``plan.needed_columns()``).
+
+    ``known_bad``: list paths the pre-flight check found bad (left out unread, TEST.SKIP_BAD_VIDEOS). In strict
+    mode an undecodable video does not stop the pass: every failure is collected and the pass then raises one
+    :class:`~nightcrawler.data.check.BadVideosError` listing all of them."""
     from nightcrawler.data import build_loader
     from nightcrawler.data.decoders import open_video
 
@@ -183,6 +194,11 @@ def run_pass(
         crops=plan.crops,
         open_fn=open_fn or open_video,
     )
+    dataset = loader.dataset
+    strict = not dataset.skip_bad
+    dataset.skip_bad = True  # strict mode: collect every failure, raise once below
+    bad_names = set(known_bad)
+    dataset.known_bad = {i for i, row in enumerate(dataset.rows) if row.path in bad_names}
     logger.info(
         "%s (%d videos): decoding %s for %s; %d video(s) per batch, %d of %d clip(s) per video forwarded, "
         "at most %d of one video per forward",
@@ -203,7 +219,24 @@ def run_pass(
         chunk=chunk,
         precision=cfg.TEST.MIXED_PRECISION,
         split=f"{split} {plan.label()}",
+        require_videos=not strict,
     )
+    if strict and scores.skipped:
+        from nightcrawler.data.check import BadVideosError, VideoCheck
+
+        skipped = set(scores.skipped)
+        failed = [
+            VideoCheck(
+                i, row.path, dataset.paths[i], "undecodable", "failed during the test pass (see the log)"
+            )
+            for i, row in enumerate(dataset.rows)
+            if row.path in skipped
+        ]
+        raise BadVideosError(
+            failed,
+            None,
+            f"split {split}; tools/check_videos.py reports why, TEST.SKIP_BAD_VIDEOS True skips them",
+        )
     done = len(scores.names) + len(scores.skipped)
     logger.info(
         "%s %s: %d videos in %.1f s (%.2f videos/s, %d process(es))",
@@ -298,6 +331,71 @@ def _save_results(cfg: CfgNode, result: TestResult) -> None:
     logger.info("wrote [preds, labels] to %s", path)
 
 
+# ---------------------------------------------------------------------------------------------------- pre-flight
+CHECK_AUTO_MIN_VIDEOS = 501  # TEST.CHECK_VIDEOS "auto" checks splits of at least this many videos
+
+
+def check_enabled(cfg: CfgNode, num_videos: int) -> bool:
+    """Whether TEST.CHECK_VIDEOS asks for the pre-flight on a split of ``num_videos`` videos."""
+    mode = str(cfg.TEST.CHECK_VIDEOS).strip().lower()
+    if mode in ("true", "1", "yes", "on"):
+        return True
+    if mode in ("false", "0", "no", "off", ""):
+        return False
+    if mode == "auto":
+        return num_videos >= CHECK_AUTO_MIN_VIDEOS
+    raise ValueError(f"TEST.CHECK_VIDEOS must be auto, true or false, got {cfg.TEST.CHECK_VIDEOS!r}")
+
+
+def preflight_check(cfg: CfgNode, split: str) -> list[str]:
+    """Checks every video of ``split`` once before any model work (rank 0 checks, every rank gets the result).
+
+    Writes ``OUTPUT_DIR/{split}_check.csv``. Strict mode (TEST.SKIP_BAD_VIDEOS False) raises one
+    :class:`~nightcrawler.data.check.BadVideosError` listing every bad video; skip mode returns their list
+    paths (the tester then leaves them out and lists them in ``*_skipped.txt``). Returns [] when off.
+    """
+    from nightcrawler.data.check import BadVideosError
+    from nightcrawler.data.csvs import parse_video_list
+    from nightcrawler.data.ug2 import split_paths
+
+    csv_path, roots = split_paths(cfg, split)
+    rows = parse_video_list(
+        csv_path, num_classes=cfg.MODEL.NUM_CLASSES, separator=cfg.DATA.PATH_LABEL_SEPARATOR
+    )
+    if not check_enabled(cfg, len(rows)):
+        return []
+    outcome: tuple[list, str] | BaseException | None = None
+    if is_master():
+        try:
+            outcome = _check_on_master(cfg, split, rows, roots)
+        except Exception as exc:  # passed on, so that the other ranks do not wait forever
+            outcome = exc
+    outcome = broadcast_object(outcome)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    bad, report = outcome
+    if bad and not cfg.TEST.SKIP_BAD_VIDEOS:
+        raise BadVideosError(bad, report, f"split {split} ({csv_path}); TEST.SKIP_BAD_VIDEOS True skips them")
+    return [r.name for r in bad]
+
+
+def _check_on_master(cfg: CfgNode, split: str, rows, roots) -> tuple[list, str]:
+    from nightcrawler.data.check import bad_records, check_videos, summary_line, write_report
+    from nightcrawler.data.ug2 import resolve_video_paths
+
+    paths, _ = resolve_video_paths(rows, roots)
+    records = check_videos(
+        paths,
+        [r.path for r in rows],
+        backend=cfg.DATA.DECODING_BACKEND,
+        workers=cfg.TEST.CHECK_WORKERS or None,
+        desc=f"checking {split}",
+    )
+    report = write_report(records, Path(cfg.OUTPUT_DIR) / f"{split}_check.csv")
+    logger.info("pre-flight check of %s: %s (report %s)", split, summary_line(records), report)
+    return bad_records(records), report
+
+
 # ---------------------------------------------------------------------------------------------------- entry
 def test(cfg: CfgNode, open_fn=None) -> list[TestResult]:
     """Tests ``TEST.DATA_SELECT`` (then every ``TEST.ALSO_SPLITS`` split) with every TTA setting; returns one
@@ -322,12 +420,15 @@ def test(cfg: CfgNode, open_fn=None) -> list[TestResult]:
         len(passes),
         "; ".join(f"{p.label()} -> {[s.label() for s, _ in p.outputs]}" for p in passes),
     )
+    known_bad: dict[str, list[str]] = {}
+    for split in splits:
+        known_bad[split] = preflight_check(cfg, split)
     model = build_test_model(cfg)
     results: list[TestResult] = []
     for split in splits:
         by_setting: dict[TTASetting, TestResult] = {}
         for p in passes:
-            scores = run_pass(model, cfg, p, split, open_fn)
+            scores = run_pass(model, cfg, p, split, open_fn, known_bad[split])
             column = {c: j for j, c in enumerate(p.needed_columns())}
             for setting, cols in p.outputs:
                 by_setting[setting] = write_setting(cfg, setting, scores, [column[c] for c in cols], split)

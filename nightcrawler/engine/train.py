@@ -47,6 +47,7 @@ from nightcrawler.utils.distributed import (
     job_device,
     prepare_model,
 )
+from nightcrawler.utils.errors import TrainingDivergedError
 
 logger = logging.getLogger("nightcrawler.train")
 
@@ -104,9 +105,10 @@ def optimisation_step(
     mask = select(logits) if select is not None else None
     loss = masked_mean(per_sample, mask)
     if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"training loss is {loss.item()} at {where}; stopping (lower SOLVER.BASE_LR, check the inputs, "
-            "or set TRAIN.MIXED_PRECISION none)"
+        raise TrainingDivergedError(
+            f"training diverged: the loss is {loss.item()} at {where}; stopped before this step, the "
+            "checkpoints already written are kept (lower SOLVER.BASE_LR, check the inputs, or set "
+            "TRAIN.MIXED_PRECISION none)"
         )
     optimizer.zero_grad(set_to_none=True)
     precision.scaler.scale(loss * weight).backward()

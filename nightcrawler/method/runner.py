@@ -14,7 +14,27 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class StepFailed(RuntimeError):
-    """An entry point exited with an error; the message names the step and the log holding its output."""
+    """An entry point exited with an error; the message names the step, the step's own ``error:`` paragraph
+    when it printed one, and the log holding its output. ``exit_code`` is the step's exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.exit_code))
+
+
+def _last_error_line(log: Path, tail_bytes: int = 65536) -> str | None:
+    """The last ``error: ...`` line (the entry-point convention of nightcrawler.utils.cli) in a log's tail."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - tail_bytes))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = [line for line in text.splitlines() if line.startswith("error: ")]
+    return found[-1] if found else None
 
 
 def _clock(seconds: float) -> str:
@@ -81,7 +101,13 @@ class Runner:
             )
         seconds = time.time() - t0
         if proc.returncode != 0:
-            raise StepFailed(f"step failed ({what}, exit {proc.returncode}); see {self.log} for its output")
+            reason = _last_error_line(self.log) if not self.verbose else None
+            raise StepFailed(
+                f"step failed ({what}, exit {proc.returncode})"
+                + (f": {reason.removeprefix('error: ')}" if reason else "")
+                + f"; see {self.log} for its output",
+                proc.returncode,
+            )
         self.seconds[what] = seconds
         if self.progress is not None:
             self.progress.finished(units, what, seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ from nightcrawler.pseudo.vote import (
     run_ensemble,
     write_ensemble_files,
 )
+from nightcrawler.utils.cli import run_cli
 from nightcrawler.utils.io import atomic_open, atomic_write_text
 
 # The original stage scripts' argument names -> model roles of configs/pseudo/stage*.yaml.
@@ -125,11 +127,6 @@ def _list_csv(args: argparse.Namespace, default: str | None, root: Path) -> Path
     return None
 
 
-def _error_exit(exc: PseudoLabelError) -> int:
-    print(f"error: {exc}", file=sys.stderr)
-    return 2
-
-
 # --------------------------------------------------------------------------------------------- stages
 
 
@@ -178,24 +175,25 @@ def stage_parser(stage: int) -> argparse.ArgumentParser:
 
 def stage_main(stage: int, argv: Sequence[str] | None = None) -> int:
     """Entry point of ``generate_pseudo_label_stage{stage}.py``."""
+    return run_cli(functools.partial(_stage_main, stage), argv)
+
+
+def _stage_main(stage: int, argv: Sequence[str] | None = None) -> int:
     args = stage_parser(stage).parse_args(argv)
-    try:
-        cfg = load_stage_config(args.config)
-        root = Path(args.root)
-        paths = resolve_pkl_paths(
-            cfg,
-            root,
-            _pkl_overrides(args),
-            args.pkl_name,
-            _pairs(args.same_pkl, "--same-pkl"),
-            _pairs(args.model_dir, "--model-dir"),
-        )
-        selection = load_thresholds_file(args.thresholds, cfg.num_classes) if args.thresholds else None
-        result = run_stage(cfg, paths, _list_csv(args, cfg.list_csv, root), selection)
-        out = Path(args.out) if args.out else root / cfg.output
-        write_stage_csv(out, result)
-    except PseudoLabelError as exc:
-        return _error_exit(exc)
+    cfg = load_stage_config(args.config)
+    root = Path(args.root)
+    paths = resolve_pkl_paths(
+        cfg,
+        root,
+        _pkl_overrides(args),
+        args.pkl_name,
+        _pairs(args.same_pkl, "--same-pkl"),
+        _pairs(args.model_dir, "--model-dir"),
+    )
+    selection = load_thresholds_file(args.thresholds, cfg.num_classes) if args.thresholds else None
+    result = run_stage(cfg, paths, _list_csv(args, cfg.list_csv, root), selection)
+    out = Path(args.out) if args.out else root / cfg.output
+    write_stage_csv(out, result)
     print(f"{cfg.name}: kept {int(result.keep.sum())} of {len(result.names)} videos -> {out}")
     for role, path in paths.items():
         print(f"  {role}: {path}")
@@ -295,53 +293,54 @@ def _search_data(
 
 def search_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gen_pseudo_tools/search_thresholds.py``."""
+    return run_cli(_search_main, argv)
+
+
+def _search_main(argv: Sequence[str] | None = None) -> int:
     args = search_parser().parse_args(argv)
     info = sys.stderr if args.original_printout else sys.stdout  # keep stdout exact in printout mode
-    try:
-        scfg = load_search_config(args.config)
-        cfg = load_stage_config(args.stage_config or CONFIG_DIR / "pseudo" / f"stage{args.stage}.yaml")
-        root = Path(args.root)
-        labels, confidence, truth, truth_map, gt_path = _search_data(args, scfg, cfg, root, info)
-        start, stop, num = args.grid if args.grid else scfg.grid
-        criterion = args.criterion or scfg.criterion
-        # the original counts the real labels (R) over the whole ground-truth file, also videos without a PKL row
-        whole_file = np.bincount(np.fromiter(truth_map.values(), dtype=np.int64), minlength=cfg.num_classes)
-        table = sweep(
-            labels,
-            confidence,
-            truth,
-            np.linspace(start, stop, int(num)),
-            cfg.num_classes,
-            positives=whole_file if criterion == "original" else None,
-        )
-        if args.original_printout:
-            for cls in args.classes or scfg.printout_classes:
-                if not 0 <= cls < cfg.num_classes:
-                    raise PseudoLabelError(f"--class {cls} outside 0..{cfg.num_classes - 1}")
-                lines, error = original_printout(table, cls, int(whole_file[cls]))
-                print("\n".join(lines), flush=True)
-                if error:
-                    print(f"the original search stops here for class {cls}: {error}", file=sys.stderr)
-        min_precision = scfg.min_precision if args.min_precision is None else args.min_precision
-        choices = choose_thresholds(table, criterion, min_precision, scfg.missing_threshold)
-        header = (
-            f"# Thresholds from gen_pseudo_tools/search_thresholds.py ({cfg.name} fusion, criterion {criterion}).\n"
-            "# Use: generate_pseudo_label_stageK.py --thresholds THIS_FILE\n"
-        )
-        extra = {
-            "fusion_config": str(cfg.source),
-            "ground_truth": str(gt_path),
-            "videos_evaluated": int(truth.size),
-            "grid": {"start": float(start), "stop": float(stop), "num": int(num)},
-        }
-        if criterion == "min_precision":
-            extra["min_precision"] = float(min_precision)
-        out = Path(args.out) if args.out else root / scfg.output
-        atomic_write_text(out, thresholds_yaml(choices, table, criterion, header, cfg.class_names, extra))
-        if args.table or scfg.table:
-            atomic_write_text(Path(args.table) if args.table else root / scfg.table, table_csv(table))
-    except PseudoLabelError as exc:
-        return _error_exit(exc)
+    scfg = load_search_config(args.config)
+    cfg = load_stage_config(args.stage_config or CONFIG_DIR / "pseudo" / f"stage{args.stage}.yaml")
+    root = Path(args.root)
+    labels, confidence, truth, truth_map, gt_path = _search_data(args, scfg, cfg, root, info)
+    start, stop, num = args.grid if args.grid else scfg.grid
+    criterion = args.criterion or scfg.criterion
+    # the original counts the real labels (R) over the whole ground-truth file, also videos without a PKL row
+    whole_file = np.bincount(np.fromiter(truth_map.values(), dtype=np.int64), minlength=cfg.num_classes)
+    table = sweep(
+        labels,
+        confidence,
+        truth,
+        np.linspace(start, stop, int(num)),
+        cfg.num_classes,
+        positives=whole_file if criterion == "original" else None,
+    )
+    if args.original_printout:
+        for cls in args.classes or scfg.printout_classes:
+            if not 0 <= cls < cfg.num_classes:
+                raise PseudoLabelError(f"--class {cls} outside 0..{cfg.num_classes - 1}")
+            lines, error = original_printout(table, cls, int(whole_file[cls]))
+            print("\n".join(lines), flush=True)
+            if error:
+                print(f"the original search stops here for class {cls}: {error}", file=sys.stderr)
+    min_precision = scfg.min_precision if args.min_precision is None else args.min_precision
+    choices = choose_thresholds(table, criterion, min_precision, scfg.missing_threshold)
+    header = (
+        f"# Thresholds from gen_pseudo_tools/search_thresholds.py ({cfg.name} fusion, criterion {criterion}).\n"
+        "# Use: generate_pseudo_label_stageK.py --thresholds THIS_FILE\n"
+    )
+    extra = {
+        "fusion_config": str(cfg.source),
+        "ground_truth": str(gt_path),
+        "videos_evaluated": int(truth.size),
+        "grid": {"start": float(start), "stop": float(stop), "num": int(num)},
+    }
+    if criterion == "min_precision":
+        extra["min_precision"] = float(min_precision)
+    out = Path(args.out) if args.out else root / scfg.output
+    atomic_write_text(out, thresholds_yaml(choices, table, criterion, header, cfg.class_names, extra))
+    if args.table or scfg.table:
+        atomic_write_text(Path(args.table) if args.table else root / scfg.table, table_csv(table))
     print(f"thresholds ({criterion}): {[round(c.threshold, 6) for c in choices]} -> {out}", file=info)
     return 0
 
@@ -428,21 +427,22 @@ def _test_csv(explicit: str | None, root: Path, default: str) -> Path:
 
 def vote_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``test_ensemble_vote.py``."""
+    return run_cli(_vote_main, argv)
+
+
+def _vote_main(argv: Sequence[str] | None = None) -> int:
     args = vote_parser().parse_args(argv)
-    try:
-        cfg = load_ensemble_config(args.config)
-        root = Path(args.root)
-        mode_paths = resolve_mode_paths(
-            cfg, root, _pairs(args.model_dir, "--model-dir"), _pairs(args.pkl, "--pkl")
-        )
-        test_csv = None if args.order_from_pkl else _test_csv(args.test_csv, root, cfg.test_csv)
-        result = run_ensemble(cfg, mode_paths, test_csv, args.modes, args.vote_modes, args.vote)
-        out_dir = Path(args.out_dir) if args.out_dir else root / cfg.out_dir
-        written = write_ensemble_files(result, cfg, out_dir, args.probability_format)
-        if args.intermediate:
-            _save_intermediate(args.intermediate, result)
-    except PseudoLabelError as exc:
-        return _error_exit(exc)
+    cfg = load_ensemble_config(args.config)
+    root = Path(args.root)
+    mode_paths = resolve_mode_paths(
+        cfg, root, _pairs(args.model_dir, "--model-dir"), _pairs(args.pkl, "--pkl")
+    )
+    test_csv = None if args.order_from_pkl else _test_csv(args.test_csv, root, cfg.test_csv)
+    result = run_ensemble(cfg, mode_paths, test_csv, args.modes, args.vote_modes, args.vote)
+    out_dir = Path(args.out_dir) if args.out_dir else root / cfg.out_dir
+    written = write_ensemble_files(result, cfg, out_dir, args.probability_format)
+    if args.intermediate:
+        _save_intermediate(args.intermediate, result)
     if test_csv is None:
         print("note: --order-from-pkl: no test CSV read; rows follow the PKLs' own video_names order")
     for name, mode in result.modes.items():

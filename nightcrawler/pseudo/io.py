@@ -299,7 +299,10 @@ def read_pseudo_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.
             except ValueError as exc:
                 raise PseudoLabelError(f"{path} line {lineno}: {exc}") from None
             names.append(row[0])
-    num_classes = len(probs[0]) if probs else 0
+    if not names:
+        raise PseudoLabelError(f"pseudo-label CSV {path} is empty (expected name,label,p0..pC-1 rows)")
+    _check_unique(names, f"pseudo-label CSV {path}")
+    num_classes = len(probs[0])
     return (
         names,
         np.asarray(labels, dtype=np.int64),

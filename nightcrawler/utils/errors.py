@@ -10,7 +10,7 @@ code   meaning
 0      success
 1      internal error (a bug: the traceback is always shown)
 2      configuration or command-line error (unknown key, wrong type, impossible combination)
-3      data error (missing / undecodable video, malformed CSV, PKLs that disagree)
+3      data error (missing / undecodable video, missing input file, malformed CSV, PKLs that disagree)
 4      checkpoint error (unreadable, truncated, for another model)
 5      output cannot be written (read-only folder, disk full, permission)
 6      training diverged (NaN / inf loss); the last good checkpoint is kept
@@ -67,7 +67,8 @@ def _user_error_classes() -> list[tuple[tuple[type[BaseException], ...], int]]:
 
     return [
         ((ConfigError, BackendUnavailableError), EXIT_CONFIG),
-        ((VideoDecodeError, CsvFormatError, PseudoLabelError), EXIT_DATA),
+        # a FileNotFoundError reaching an entry point is an input the user named (a video, CSV, PKL) missing
+        ((VideoDecodeError, CsvFormatError, PseudoLabelError, FileNotFoundError), EXIT_DATA),
         ((CheckpointError,), EXIT_CHECKPOINT),
         ((OutputWriteError,), EXIT_OUTPUT),
         ((TrainingDivergedError,), EXIT_DIVERGED),

@@ -2,30 +2,58 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import tempfile
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
+
+from nightcrawler.utils.errors import OutputWriteError
+
+_REASONS = {
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def _write_error(path: Path, exc: OSError) -> OutputWriteError:
+    reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+    return OutputWriteError(path, f"{reason}; the previous file (if any) is unchanged", exc.errno)
 
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any):
-    """Opens a temporary file beside ``path``; on success it is flushed, synced and renamed over ``path``."""
+    """Opens a temporary file beside ``path``; on success it is flushed, synced and renamed over ``path``.
+
+    An ``OSError`` while creating, writing or renaming (read-only file system, disk full, permission) becomes
+    :class:`OutputWriteError` naming ``path`` and the reason; the temporary file is removed and ``path``
+    keeps its previous content."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OutputWriteError:
+        raise
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as exc:
+        with suppress(OSError):
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
+            raise _write_error(path, exc) from exc
         raise
 
 

@@ -53,13 +53,22 @@ def frame_identity(frame: np.ndarray) -> int:
     return sum(int(v) << b for b, v in enumerate(bits))
 
 
-def write_pattern_video(path: Path, codec: str, options: dict[str, str], frames: int = GEN_FRAMES) -> Path:
+def write_pattern_video(
+    path: Path,
+    codec: str,
+    options: dict[str, str],
+    frames: int = GEN_FRAMES,
+    size: tuple[int, int] = (GEN_H, GEN_W),
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    height, width = size
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=GEN_FPS)
-        stream.width, stream.height, stream.pix_fmt = GEN_W, GEN_H, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.options = options
         for i in range(frames):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(pattern_frame(i), format="rgb24")))
+            rgb = av.VideoFrame.from_ndarray(pattern_frame(i, height, width), format="rgb24")
+            container.mux(stream.encode(rgb))
         container.mux(stream.encode())
     return path
 
@@ -95,7 +104,10 @@ def video_files(tmp_path_factory) -> dict[str, Path]:
     misplace frames after later keyframes); ``mpeg4_bframes_avi``: MPEG-4 Part 2 with B-frames in AVI
     (decord's seeks return wrong frames); ``edit_list_mp4``: the H.264 file cut at 1.3 s by stream copy (the
     header counts 24 frames, 21 decode); ``cut_avi``: the AVI cut likewise (starts with two B-frames whose
-    references were cut away; 24 of 26 decode).
+    references were cut away; 24 of 26 decode); ``open_gop_cut_mkv``: open-GOP H.264 (GOP 24, 90 frames) in
+    Matroska cut likewise (the first keyframe's leading pictures lose their timestamps and never decode;
+    decord and torchcodec count one frame too many); ``hevc_open_gop_cut_mp4``: open-GOP HEVC cut likewise
+    (edit list; torchcodec's frames shift by one after a seek).
     """
     root = tmp_path_factory.mktemp("videos")
     h264 = write_pattern_video(root / "h264.mp4", "libx264", {"bf": "2", "g": str(GEN_GOP)})
@@ -103,13 +115,40 @@ def video_files(tmp_path_factory) -> dict[str, Path]:
     open_gop = write_pattern_video(
         root / "h264_open_gop.mp4", "libx264", {"bf": "3", "g": str(GEN_GOP), "x264-params": "open_gop=1"}
     )
+    open_gop_mkv = write_pattern_video(
+        root / "h264_open_gop.mkv", "libx264", {"bf": "3", "g": "24", "x264-params": "open_gop=1"}, 90
+    )
+    hevc = write_pattern_video(
+        root / "hevc_open_gop.mp4",
+        "libx265",
+        {"x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:scenecut=0:log-level=error"},
+        90,
+    )
     return {
+        "open_gop_cut_mkv": cut_copy(open_gop_mkv, root / "open_gop_cut.mkv"),
+        "hevc_open_gop_cut_mp4": cut_copy(hevc, root / "hevc_open_gop_cut.mp4"),
         "h264_mp4": h264,
         "h264_open_gop_mp4": open_gop,
         "mpeg4_bframes_avi": avi,
         "edit_list_mp4": cut_copy(h264, root / "edit_list_cut.mp4"),
         "cut_avi": cut_copy(avi, root / "cut.avi"),
     }
+
+
+@pytest.fixture(scope="session")
+def rotated_files(video_files, tmp_path_factory) -> dict[str, Path]:
+    """Phone-style rotated copies of ``h264_mp4`` (display matrix 90 / 270 degrees, set by stream copy)."""
+    if not shutil.which("ffmpeg"):
+        pytest.skip("the ffmpeg CLI is needed to set a display rotation by stream copy")
+    root = tmp_path_factory.mktemp("rotated")
+    out = {}
+    for degrees in (90, 270):
+        dst = root / f"rotated_{degrees}.mp4"
+        cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(video_files["h264_mp4"]), "-c", "copy"]
+        cmd += ["-metadata:s:v:0", f"rotate={degrees}", str(dst)]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+        out[f"rotated_{degrees}"] = dst
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -125,18 +164,49 @@ def real_footage() -> dict[str, Path]:
     return files
 
 
+@pytest.fixture(scope="session")
+def conversion_files(tmp_path_factory) -> dict[str, Path]:
+    """Files whose RGB conversion PyAV's default reformatter gets wrong: 10-bit 4:2:0 HEVC and 97x63 MPEG-4."""
+    root = tmp_path_factory.mktemp("conversion")
+    ten = write_pattern_video(
+        root / "hevc_10bit.mp4", "libx265", {"x265-params": "log-level=error"}, 30, pix_fmt="yuv420p10le"
+    )
+    # 97x63 4:2:0: libx264/libx265 refuse odd sizes, MPEG-4 Part 2 takes them
+    odd = write_pattern_video(root / "odd_97x63.avi", "mpeg4", {"qscale": "2"}, 30, size=(63, 97))
+    return {"ten_bit_420": ten, "odd_size_420": odd}
+
+
+def _cli_rgb(path: str, shape: tuple[int, int, int]) -> np.ndarray:
+    cmd = ["ffmpeg", "-v", "error", "-i", path, "-fps_mode", "passthrough", "-f", "rawvideo"]
+    raw = subprocess.run(cmd + ["-pix_fmt", "rgb24", "-"], check=True, capture_output=True, timeout=60).stdout
+    return np.frombuffer(raw, np.uint8).reshape((-1, *shape))
+
+
 @functools.lru_cache(maxsize=32)
 def _reference(path: str, wanted: tuple[int, ...]) -> tuple[int, dict[int, np.ndarray]]:
-    keep, out, count = set(wanted), {}, 0
+    keep, out, count, cli = set(wanted), {}, 0, None
     with av.open(path) as container:
         for count, frame in enumerate(container.decode(video=0), start=1):
-            if count - 1 in keep:
-                out[count - 1] = frame.to_ndarray(format="rgb24")
+            if count == 1 and (frame.format.name != "yuv420p" or frame.width % 2 or frame.height % 2):
+                if not shutil.which("ffmpeg"):
+                    pytest.skip("the ffmpeg CLI (the ground truth for 10-bit and odd-size files) is absent")
+                cli = _cli_rgb(path, (frame.height, frame.width, 3))  # such files are not rotated here
+            if cli is not None:
+                if count - 1 in keep:
+                    out[count - 1] = cli[count - 1]
+            elif count - 1 in keep:  # rotated for display, as the ffmpeg CLI gives it
+                out[count - 1] = np.ascontiguousarray(
+                    np.rot90(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0) // 90)
+                )
+    if cli is not None:
+        assert len(cli) == count, f"the ffmpeg CLI decodes {len(cli)} frames of {path}, PyAV {count}"
     return count, out
 
 
 def reference_frames(path: Path, indices) -> np.ndarray:
-    """Frames at ``indices`` by plain PyAV sequential decoding of the whole file (the ground truth)."""
+    """Frames at ``indices`` as the ffmpeg CLI gives them (the ground truth): plain PyAV sequential decoding
+    of the whole file rotated for display (equal to the CLI's rgb24 output on 8-bit even-size 4:2:0 files),
+    and the CLI's own ``-f rawvideo -pix_fmt rgb24`` output on other pixel formats and odd sizes."""
     indices = [int(i) for i in indices]
     _, frames = _reference(str(path), tuple(sorted(set(indices))))
     return np.stack([frames[i] for i in indices])

@@ -21,7 +21,14 @@ from nightcrawler.data.decoders import (
 from nightcrawler.data.sampling import dense_indices, uniform_indices
 
 BACKENDS = ["auto", "pyav", "decord"] + (["torchcodec"] if torchcodec_available() else [])
-TRAPS = ["h264_open_gop_mp4", "mpeg4_bframes_avi", "edit_list_mp4", "cut_avi"]
+TRAPS = [
+    "h264_open_gop_mp4",
+    "mpeg4_bframes_avi",
+    "edit_list_mp4",
+    "cut_avi",
+    "open_gop_cut_mkv",
+    "hevc_open_gop_cut_mp4",
+]
 
 
 def index_patterns(n: int) -> dict[str, list[int]]:
@@ -90,6 +97,38 @@ def test_generated_and_trap_files_give_the_right_frames(video_files, reference, 
             exact = reader.backend == "pyav"
             assert_same_frames(got, reference.frames(path, idx), f"{backend} {name} {what}", exact)
             assert [reference.identity(f) for f in got.numpy()] == [first_shown + i for i in idx]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["ten_bit_420", "odd_size_420"])
+def test_rgb_conversion_matches_the_ffmpeg_cli(conversion_files, reference, backend, name):
+    path = conversion_files[name]
+    n = reference.count(path)
+    with open_video(path, backend) as reader:
+        assert reader.num_frames == n == 30
+        for what, idx in index_patterns(n).items():
+            got = reader.frames_at(idx)
+            want = reference.frames(path, idx)  # the ffmpeg CLI's rgb24 output
+            # PyAV: within 1 level of the CLI; decord and torchcodec bundle their own conversion
+            assert_same_frames(got, want, f"{backend} {name} {what}", reader.backend == "pyav")
+            assert [reference.identity(f) for f in got.numpy()] == idx
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("degrees", [90, 270])
+def test_rotated_files_come_out_rotated_for_display(rotated_files, reference, backend, degrees):
+    path = rotated_files[f"rotated_{degrees}"]
+    assert probe_video(path).rotation == degrees
+    n = reference.count(path)
+    with open_video(path, backend) as reader:
+        assert reader.num_frames == n == 60 and (reader.height, reader.width) == (96, 64)
+        for what, idx in index_patterns(n).items():
+            got = reader.frames_at(idx)
+            want = reference.frames(path, idx)
+            assert want.shape[1:] == (96, 64, 3)
+            assert_same_frames(got, want, f"{backend} rotated {degrees} {what}", reader.backend == "pyav")
+            upright = [np.rot90(f, -degrees // 90) for f in got.numpy()]  # undo the display rotation
+            assert [reference.identity(f) for f in upright] == idx
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -190,6 +229,26 @@ def test_payload_corruption_raises_decode_error(tmp_path, video_files):
 def test_torchcodec_missing_says_what_to_install(video_files):
     with pytest.raises(BackendUnavailableError, match="pip install torchcodec.*apt-get install ffmpeg"):
         open_video(video_files["h264_mp4"], "torchcodec")
+
+
+def test_probe_flags_undecodable_leading_frames_of_open_gop_cuts(video_files, reference):
+    mkv = probe_video(video_files["open_gop_cut_mkv"])
+    assert mkv.uncertain_start and mkv.open_gop and not mkv.decord_seek_safe
+    assert mkv.num_frames == len(mkv.frame_pts) == reference.count(video_files["open_gop_cut_mkv"])
+    hevc = probe_video(video_files["hevc_open_gop_cut_mp4"])
+    assert hevc.edit_list_preroll > 0 and not hevc.torchcodec_seek_safe
+
+
+def test_decord_hands_10bit_and_odd_size_files_to_pyav(conversion_files, video_files):
+    for path in conversion_files.values():
+        assert not probe_video(path).plain_420 and isinstance(open_video(path, "decord"), PyAVReader)
+    assert open_video(video_files["h264_mp4"], "decord").backend == "decord"
+
+
+@pytest.mark.skipif(not torchcodec_available(), reason="torchcodec not installed")
+@pytest.mark.parametrize("name", ["edit_list_mp4", "open_gop_cut_mkv", "hevc_open_gop_cut_mp4"])
+def test_torchcodec_hands_unsafe_seek_files_to_pyav(video_files, name):
+    assert isinstance(open_video(video_files[name], "torchcodec"), PyAVReader)
 
 
 @pytest.mark.skipif(not torchcodec_available(), reason="torchcodec not installed")

@@ -11,6 +11,7 @@ from nightcrawler.config import get_cfg
 from nightcrawler.engine import train as train_module
 from nightcrawler.engine.checkpointer import best_checkpoint_path, latest_checkpoint_path
 from nightcrawler.engine.optim import LrSchedule
+from nightcrawler.utils.errors import TrainingDivergedError
 from tests.engine.train_helpers import model_state, read_stats, run_training, synthetic_root, tiny_cfg
 
 OVERFIT_EPOCHS = 10
@@ -186,7 +187,7 @@ def test_nan_loss_stops_with_epoch_and_iteration(data_root, tmp_path, monkeypatc
         return out * float("nan") if calls["n"] == 2 else out
 
     monkeypatch.setattr(train_module, "soft_target_cross_entropy", nan_on_second_call)
-    with pytest.raises(FloatingPointError, match=r"epoch 1, iteration 2 \(labelled batch\)"):
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1, iteration 2 \(labelled batch\)"):
         run_training(cfg)
 
 
