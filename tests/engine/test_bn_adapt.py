@@ -187,12 +187,12 @@ def test_adapt_bn_tool_on_a_folder_and_on_a_list(tmp_path_factory, tmp_path):
 
     assert (
         tool.main([*common, "--output", str(tmp_path / "x.pyth"), "--videos", str(tmp_path / "nope"), *opts])
-        == 2
+        == 3
     )
     # another class count would save a fresh classifier in the "adapted" checkpoint: refused, nothing written
     other = tmp_path / "other_count.pyth"
     folder = ["--videos", str(root / "dark_train" / "Train")]
-    assert tool.main([*common, "--output", str(other), *folder, *opts, "MODEL.NUM_CLASSES", "7"]) == 2
+    assert tool.main([*common, "--output", str(other), *folder, *opts, "MODEL.NUM_CLASSES", "7"]) == 4
     assert not other.exists()
 
 

@@ -130,7 +130,7 @@ def test_stage_thresholds_file_replaces_the_config_table(golden, stage_root, tmp
         "--root", stage_root, "--pkl-name", GOLDEN_PKL, "--thresholds", bad, "--out", tmp_path / "bad.csv",
         cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # data error (utils/errors.py)
     assert str(bad) in proc.stderr and "must list 11 numbers" in proc.stderr
     assert not (tmp_path / "bad.csv").exists()
 
@@ -202,7 +202,7 @@ def test_misaligned_pkls_fail_clearly(golden, tmp_path):
         "p.pkl",
         cwd=tmp_path,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # data error (utils/errors.py)
     assert "mvit_b32_k600/p.pkl" in proc.stderr and "uniformer_b32_ssv2/p.pkl" in proc.stderr
     assert "row 5: '5.mp4' vs 'Wave/not_in_the_others.mp4'" in proc.stderr
     assert not (root / "data" / "pseudo" / "stage1.csv").exists()

@@ -96,7 +96,7 @@ def _vote(root: Path, *args) -> int:
 
 
 def test_vote_refuses_a_missing_default_test_csv(vote_root, capsys):
-    assert _vote(vote_root) == 2
+    assert _vote(vote_root) == 3
     err = capsys.readouterr().err
     assert f"test CSV not found: {vote_root / 'data' / 'test.csv'}" in err and "--order-from-pkl" in err
     assert not (vote_root / "submission").exists()
@@ -107,7 +107,7 @@ def test_vote_refuses_a_missing_explicit_test_csv(vote_root, tmp_path, capsys):
     (vote_root / "data" / "test.csv").write_text(
         "\n".join(VOTE_NAMES) + "\n"
     )  # present, but not the one asked
-    assert _vote(vote_root, "--test-csv", tmp_path / "nowhere.csv") == 2
+    assert _vote(vote_root, "--test-csv", tmp_path / "nowhere.csv") == 3
     assert f"test CSV not found: {tmp_path / 'nowhere.csv'} (--test-csv)" in capsys.readouterr().err
     assert not (vote_root / "submission").exists()
 

@@ -62,7 +62,7 @@ def test_existing_lists_need_force(data_root, tmp_path, capsys):
     out = tmp_path / "lists"
     out.mkdir()
     (out / "arid.csv").write_text("keep me\n")
-    assert tool.main(["--prefix", str(data_root), "--out", str(out)]) == 1
+    assert tool.main(["--prefix", str(data_root), "--out", str(out)]) == 2
     assert "arid.csv already exist" in capsys.readouterr().err
     assert (out / "arid.csv").read_text() == "keep me\n"
     assert tool.main(["--prefix", str(data_root), "--out", str(out), "--force"]) == 0
@@ -71,7 +71,7 @@ def test_existing_lists_need_force(data_root, tmp_path, capsys):
 
 def test_unreadable_video_is_reported_and_nothing_written(copy, capsys):
     (copy / "Test" / "1.mp4").write_bytes(b"\x00" * 64)
-    assert _tool().main(["--prefix", str(copy), "--check-videos"]) == 1
+    assert _tool().main(["--prefix", str(copy), "--check-videos"]) == 3
     err = capsys.readouterr().err
     assert "Test/1.mp4" in err and "1 unreadable video(s)" in err
     assert not any((copy / name).exists() for name in LISTS)
@@ -81,7 +81,7 @@ def test_unknown_class_and_missing_folder(copy, capsys):
     tool = _tool()
     (copy / "labeled_train" / "Train" / "mystery_01.mp4").write_bytes(b"")
     shutil.rmtree(copy / "Test")
-    assert tool.main(["--prefix", str(copy)]) == 1
+    assert tool.main(["--prefix", str(copy)]) == 3
     err = capsys.readouterr().err
     assert "cannot tell the class of mystery_01.mp4" in err
     assert "test: folder not found" in err and "DATA.ROOT_TEST" in err
