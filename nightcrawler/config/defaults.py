@@ -68,7 +68,9 @@ _C.TEST.USE_GAMMA = (
 _C.TEST.MAX_VIEWS_PER_FORWARD = 9  # [new] at most this many clips of one video per forward pass
 _C.TEST.EXTRA_SETTINGS = []  # [new] more TTA settings from the same pass, e.g. ["1x3", "3x1", "1x1@g0.45"]
 _C.TEST.SKIP_BAD_VIDEOS = False  # [new] skip (and list) undecodable test videos instead of failing
-_C.TEST.CHECK_VIDEOS = "auto"  # [new] pre-flight check of every test video: auto (splits > 500 videos), true, false
+_C.TEST.CHECK_VIDEOS = (
+    "auto"  # [new] pre-flight check of every test video: auto (splits > 500 videos), true, false
+)
 _C.TEST.CHECK_WORKERS = 0  # [new] parallel pre-flight checks (0: min(cpus, 8))
 _C.TEST.PLOTS = True  # [new] write a confusion-matrix PNG beside the PKL when labels are present
 _C.TEST.MIXED_PRECISION = (

@@ -13,7 +13,9 @@ import logging
 import os
 import pickle
 import re
+import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -212,7 +214,7 @@ def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: Proce
             torch.cuda.set_device(gpu_index(spec.local_rank, torch.cuda.device_count()))
         # a process that dies or hangs makes the others' collectives fail after this long instead of waiting
         # forever (mp.spawn also terminates the other local processes as soon as one fails)
-        timeout = datetime.timedelta(seconds=max(1, int(cfg.TRAIN.get("DIST_TIMEOUT_S", 1800))))
+        timeout = datetime.timedelta(seconds=max(1, int(cfg.TRAIN.DIST_TIMEOUT_S)))
         dist.init_process_group(
             spec.backend,
             init_method=spec.init_method,
@@ -267,9 +269,31 @@ def _spawned_worker(
     try:
         _run_in_process(func, cfg, spec)
     except Exception as exc:
-        if error_dir is not None and exit_code_for(exc) is not None:
-            save_user_error(error_dir, local_rank, exc)
+        if error_dir is not None:
+            save_worker_traceback(error_dir, spec.rank, exc)
+            if exit_code_for(exc) is not None:
+                save_user_error(error_dir, local_rank, exc)
         raise
+
+
+def save_worker_traceback(error_dir: str, rank: int, exc: BaseException) -> None:
+    """Writes a failing worker's traceback to ``error_dir`` at once, so the parent can show the rank that
+    failed first (the others then fail too, with "connection closed by peer", and may be the one torch reports)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tmp = os.path.join(error_dir, f".rank{rank}.txt.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(error_dir, f"rank{rank}.txt"))
+
+
+def first_worker_traceback(error_dir: str) -> tuple[int, str] | None:
+    """``(rank, traceback text)`` of the worker that failed first, or None."""
+    saved = [os.path.join(error_dir, n) for n in os.listdir(error_dir) if re.fullmatch(r"rank\d+\.txt", n)]
+    if not saved:
+        return None
+    path = min(saved, key=lambda q: (os.stat(q).st_mtime_ns, q))
+    with open(path, encoding="utf-8") as f:
+        return int(re.sub(r"\D", "", os.path.basename(path))), f.read()
 
 
 def save_user_error(error_dir: str, local_rank: int, exc: BaseException) -> None:
@@ -308,9 +332,13 @@ def spawn_workers(func: Callable[[CfgNode], object], cfg: CfgNode, init_method: 
             )
         except Exception as spawn_exc:
             user_error = first_user_error(error_dir)
-            if user_error is None:
-                raise
-            raise user_error from spawn_exc
+            if user_error is not None:
+                raise user_error from spawn_exc
+            first = first_worker_traceback(error_dir)
+            if first is not None:
+                sys.stderr.write(f"process {first[0]} failed first:\n{first[1]}")
+                sys.stderr.flush()
+            raise
 
 
 def launch_job(cfg: CfgNode, init_method: str | None, func: Callable[[CfgNode], object]) -> None:

@@ -296,7 +296,8 @@ def test_one_failing_rank_ends_the_gloo_job_without_orphans(data_root, tmp_path)
     )
     elapsed = time.monotonic() - start
     assert res.returncode != 0
-    assert "Process 1 terminated with the following error" in res.stderr, res.stderr[-3000:]
+    # the peer then fails too ("connection closed") and torch may report either; the launcher names the first
+    assert "process 1 failed first:" in res.stderr, res.stderr[-3000:]
     assert "RuntimeError: injected failure on rank 1" in res.stderr
     assert elapsed < 120, elapsed  # rank 0 did not wait for the collective's timeout
     deadline = time.monotonic() + 10
