@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from nightcrawler.config import assert_and_infer_cfg, load_config
+from nightcrawler.config import assert_and_infer_cfg, check_input_paths, load_config
 from nightcrawler.engine.launch import distributed_selftest, launch_job
 from nightcrawler.utils.cli import run_cli
 
@@ -51,6 +51,7 @@ def _main(argv: list[str]) -> int:
     if args.shard_id is not None:
         cfg.SHARD_ID = args.shard_id
     assert_and_infer_cfg(cfg)
+    check_input_paths(cfg)
     os.makedirs(os.path.join(cfg.OUTPUT_DIR, "checkpoints"), exist_ok=True)
     if args.self_test:
         launch_job(cfg, args.init_method, distributed_selftest)

@@ -61,7 +61,6 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
             f"{cfg.TEST.NUM_SPATIAL_CROPS} must be 1 or 3"
         )
     _check_ranges(cfg)
-    _check_paths(cfg)
     # what the layers above declare: each phase's enhancement spec, the chosen model's input rules
     from nightcrawler.data.enhance import check_enhancement_keys
     from nightcrawler.models.registry import check_model_config
@@ -114,23 +113,34 @@ def _check_ranges(cfg: CfgNode) -> None:
         )
 
 
-def _check_paths(cfg: CfgNode) -> None:
-    """Every path the run will read must exist now, not after the model is built or a video decoded."""
+def check_input_paths(cfg: CfgNode) -> None:
+    """Raises ConfigError naming the key when a path this run will read does not exist.
+
+    Called by the launcher before any work, not by ``assert_and_infer_cfg``: an experiment config may name
+    the previous stage's checkpoint or pseudo CSV, which exist only when that stage has run. The training
+    initialisation file is not needed when ``TRAIN.AUTO_RESUME`` finds a checkpoint in ``OUTPUT_DIR``.
+    """
     import os
 
+    from nightcrawler.engine.checkpointer import find_resume_checkpoint
+
+    train_init = cfg.TRAIN.CHECKPOINT_FILE_PATH if cfg.TRAIN.ENABLE else ""
+    if train_init and cfg.TRAIN.AUTO_RESUME and find_resume_checkpoint(cfg.OUTPUT_DIR) is not None:
+        train_init = ""
     checks = [
         ("DATA.PATH_PREFIX", cfg.DATA.PATH_PREFIX, "folder"),
-        ("TRAIN.CHECKPOINT_FILE_PATH", cfg.TRAIN.CHECKPOINT_FILE_PATH if cfg.TRAIN.ENABLE else "", "file"),
+        ("TRAIN.CHECKPOINT_FILE_PATH", train_init, "file"),
         ("TEST.CHECKPOINT_FILE_PATH", cfg.TEST.CHECKPOINT_FILE_PATH if cfg.TEST.ENABLE else "", "file"),
     ]
-    if cfg.DATA.PSEUDO_CSV:
+    if cfg.DATA.PSEUDO_CSV and cfg.TRAIN.ENABLE:
         checks.append(("DATA.PSEUDO_CSV", os.path.join(cfg.DATA.PATH_PREFIX, cfg.DATA.PSEUDO_CSV), "file"))
     for key, path, kind in checks:
         if not path:
             continue
         exists = os.path.isdir(path) if kind == "folder" else os.path.isfile(path)
         if not exists:
-            shown = cfg[key.split(".")[0]][key.split(".")[1]]
+            section, name = key.split(".")
+            shown = cfg[section][name]
             where = f" (resolved to '{path}')" if shown != path else ""
             raise ConfigError(f"{key} = '{shown}'{where}: no such {kind}")
 

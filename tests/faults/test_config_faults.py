@@ -1,4 +1,4 @@
-"""Fault injection: bad configs fail at load / ``assert_and_infer_cfg`` time with a ConfigError naming the key."""
+"""Fault injection: bad configs fail at load / ``assert_and_infer_cfg`` / launcher path-check time, naming the key."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nightcrawler.config import ConfigError, assert_and_infer_cfg, load_config
+from nightcrawler.config import ConfigError, assert_and_infer_cfg, check_input_paths, load_config
 from nightcrawler.utils.errors import EXIT_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ IMPOSSIBLE = [
     (["DATA_LOADER.NUM_WORKERS", "-1"], "DATA_LOADER.NUM_WORKERS"),
 ]
 
-# paths that must exist when set (empty: unused)
+# paths that must exist when set (empty: unused); checked by the launcher (check_input_paths)
 MISSING_PATHS = [
     "DATA.PATH_PREFIX",
     "TRAIN.CHECKPOINT_FILE_PATH",
@@ -87,8 +87,9 @@ def test_missing_paths_fail_naming_key_and_path(tmp_path, key):
     if key == "DATA.PSEUDO_CSV":  # relative to DATA.PATH_PREFIX, read by the train_pseudo_label split
         opts += ["DATA.PATH_PREFIX", str(tmp_path), "DATA.PSEUDO_CSV", "no_such_thing.csv"]
         missing = "no_such_thing.csv"
+    cfg = assert_and_infer_cfg(load_config(None, opts))  # the config itself is consistent
     with pytest.raises(ConfigError) as err:
-        assert_and_infer_cfg(load_config(None, opts))
+        check_input_paths(cfg)
     assert key in str(err.value) and missing in str(err.value)
 
 
@@ -111,7 +112,20 @@ def test_existing_paths_pass(tmp_path, key):
         key,
         value,
     ]
-    assert_and_infer_cfg(load_config(None, opts))
+    check_input_paths(assert_and_infer_cfg(load_config(None, opts)))
+
+
+def test_resuming_needs_no_initialisation_file(tmp_path):
+    """With TRAIN.AUTO_RESUME and a checkpoint in OUTPUT_DIR the init file is never read, so it may be gone."""
+    opts = CPU + ["TRAIN.BATCH_SIZE", "4", "TEST.BATCH_SIZE", "4", "TEST.ENABLE", "False", "DATA.PATH_PREFIX"]
+    opts += [str(tmp_path), "OUTPUT_DIR", str(tmp_path / "run"), "TRAIN.AUTO_RESUME", "True"]
+    opts += ["TRAIN.CHECKPOINT_FILE_PATH", str(tmp_path / "deleted_init.pyth")]
+    cfg = assert_and_infer_cfg(load_config(None, opts))
+    with pytest.raises(ConfigError, match="TRAIN.CHECKPOINT_FILE_PATH"):
+        check_input_paths(cfg)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "checkpoint_epoch_00001.pyth").write_bytes(b"x")
+    check_input_paths(cfg)
 
 
 def _run_net():

@@ -19,6 +19,7 @@ from nightcrawler.models.checkpoint import (
     load_pretrained,
     load_weights_from_cfg,
 )
+from nightcrawler.utils.errors import EXIT_CHECKPOINT
 from tests.conftest import REPO_ROOT, parity_dir
 
 CONFIGS = REPO_ROOT / "configs" / "models"
@@ -328,7 +329,7 @@ def test_convert_tool_writes_clean_pyth(tmp_path, sf):
     rc = _convert_tool().main(
         ["--cfg", str(CONFIGS / "uniformer_tiny.yaml"), "--input", str(out), "--output", str(bad)]
     )
-    assert rc == 1 and not bad.exists()  # SF weights for a UniFormer config: refused, nothing written
+    assert rc == EXIT_CHECKPOINT and not bad.exists()  # SF weights for a UniFormer config: refused, nothing written
 
 
 def _convert(cfg_name: str, src, dst, *extra) -> int:
@@ -389,7 +390,7 @@ def test_convert_tool_non_strict_loads_the_matching_part(tmp_path, sf, caplog):
     partial["slow.extra.weight"] = torch.zeros(2)
     torch.save({"model_state": partial}, tmp_path / "partial.pyth")
     out = tmp_path / "sf.pyth"
-    assert _convert("sf", tmp_path / "partial.pyth", out) == 1 and not out.exists()
+    assert _convert("sf", tmp_path / "partial.pyth", out) == EXIT_CHECKPOINT and not out.exists()
     with caplog.at_level(logging.INFO):
         assert _convert("sf", tmp_path / "partial.pyth", out, "--non-strict") == 0
     assert "partial load" in caplog.text and "not in the model (1): slow.extra.weight" in caplog.text
