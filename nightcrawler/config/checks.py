@@ -118,19 +118,22 @@ def check_input_paths(cfg: CfgNode) -> None:
 
     Called by the launcher before any work, not by ``assert_and_infer_cfg``: an experiment config may name
     the previous stage's checkpoint or pseudo CSV, which exist only when that stage has run. The training
-    initialisation file is not needed when ``TRAIN.AUTO_RESUME`` finds a checkpoint in ``OUTPUT_DIR``.
+    initialisation file is not needed when ``TRAIN.AUTO_RESUME`` finds a checkpoint in ``OUTPUT_DIR``; the test
+    checkpoint is checked for test-only runs (training may write it).
     """
     import os
 
     from nightcrawler.engine.checkpointer import find_resume_checkpoint
 
+    test_only = cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE
     train_init = cfg.TRAIN.CHECKPOINT_FILE_PATH if cfg.TRAIN.ENABLE else ""
     if train_init and cfg.TRAIN.AUTO_RESUME and find_resume_checkpoint(cfg.OUTPUT_DIR) is not None:
         train_init = ""
     checks = [
         ("DATA.PATH_PREFIX", cfg.DATA.PATH_PREFIX, "folder"),
         ("TRAIN.CHECKPOINT_FILE_PATH", train_init, "file"),
-        ("TEST.CHECKPOINT_FILE_PATH", cfg.TEST.CHECKPOINT_FILE_PATH if cfg.TEST.ENABLE else "", "file"),
+        # a test-only run reads it now; after training it may be a file this run writes (best.pyth)
+        ("TEST.CHECKPOINT_FILE_PATH", cfg.TEST.CHECKPOINT_FILE_PATH if test_only else "", "file"),
     ]
     if cfg.DATA.PSEUDO_CSV and cfg.TRAIN.ENABLE:
         checks.append(("DATA.PSEUDO_CSV", os.path.join(cfg.DATA.PATH_PREFIX, cfg.DATA.PSEUDO_CSV), "file"))

@@ -84,6 +84,8 @@ def test_the_defaults_on_cpu_pass():
 def test_missing_paths_fail_naming_key_and_path(tmp_path, key):
     missing = str(tmp_path / "no_such_thing")
     opts = CPU + ["TRAIN.BATCH_SIZE", "4", "TEST.BATCH_SIZE", "4", key, missing]
+    if key == "TEST.CHECKPOINT_FILE_PATH":  # checked for test-only runs (training may write it)
+        opts += ["TRAIN.ENABLE", "False"]
     if key == "DATA.PSEUDO_CSV":  # relative to DATA.PATH_PREFIX, read by the train_pseudo_label split
         opts += ["DATA.PATH_PREFIX", str(tmp_path), "DATA.PSEUDO_CSV", "no_such_thing.csv"]
         missing = "no_such_thing.csv"
