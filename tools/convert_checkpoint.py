@@ -2,12 +2,16 @@
 
     python tools/convert_checkpoint.py --cfg configs/models/sf_r101.yaml \
         --input SlowFast-ResNet101-8x8.pth --output pretrained/sf_r101_k700.pyth [KEY VALUE ...]
+    python tools/convert_checkpoint.py --cfg configs/models/mvit_b16x4.yaml \
+        --input mvit_v1_b-dbeb1030.pth --output pretrained/mvit_b16x4_k400.pyth
 
 The input may be an original / PySlowFast ``.pyth``, a UniFormer zoo file (video or 2-D ImageNet, which is
-inflated), or an AlphAction SlowFast file. The weights are loaded strictly into the model the config
-describes (a classifier with another class count is left at its initialisation, seeded by RNG_SEED), and
-the model's full state dict is written atomically as ``{"model_state", "epoch": -1, "cfg"}``. Use
-``--allow-pickle`` only for files you trust that hold Python objects besides tensors.
+inflated), an AlphAction SlowFast file, or a torchvision MViT v1 (``mvit_v1_b``) state dict as
+``torch.save(model.state_dict())`` writes it, e.g. torchvision's Kinetics-400 file (renamed to our MViT-B
+16x4). The weights are loaded strictly into the model the config describes (a classifier with another class
+count is left at its initialisation, seeded by RNG_SEED), and the model's full state dict is written
+atomically as ``{"model_state", "epoch": -1, "cfg"}``. Use ``--allow-pickle`` only for files you trust that
+hold Python objects besides tensors.
 """
 
 from __future__ import annotations

@@ -274,6 +274,7 @@ _C.MVIT.POOL_KV_STRIDE = None  # [[block, st, sh, sw], ...]: explicit key/value 
 _C.MVIT.POOL_KV_STRIDE_ADAPTIVE = None  # initial key/value stride, divided at every query-pooling block
 _C.MVIT.POOL_Q_STRIDE = []  # [[block, st, sh, sw], ...]: query pooling strides
 _C.MVIT.POOL_KVQ_KERNEL = None  # pooling kernel (None: stride + 1 where stride > 1)
+_C.MVIT.POOL_NORM_EPS = 1e-5  # LayerNorm eps of pooled q/k/v (PySlowFast: 1e-5, torchvision mvit_v1_b: 1e-6)
 _C.MVIT.ZERO_DECAY_POS_CLS = True  # no weight decay on position embeddings and the class token
 _C.MVIT.NORM_STEM = False  # LayerNorm after the patch embedding
 _C.MVIT.SEP_POS_EMBED = False  # separate spatial / temporal / class position embeddings

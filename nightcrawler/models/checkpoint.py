@@ -7,11 +7,14 @@ Supported layouts (detected from the file's content, not its name):
 * ``alphaction``: AlphAction SlowFast files: ``{"model": ...}`` with ``module.`` / ``backbone.`` in the key
   names (SF's checkpoint filter converts them);
 * ``model`` / ``state_dict``: zoo files (UniFormer video / ImageNet) with the weights under that key;
-* ``plain``: a flat state dict.
+* ``plain``: a flat state dict;
+* ``torchvision``: a flat state dict of torchvision's ``mvit_v1_b`` (``torch.save(model.state_dict())``),
+  recognised and renamed by MViT's checkpoint filter.
 
 Every layout goes through :func:`convert_state_dict`: rename (``TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN``,
 wrappers), the model card's ``checkpoint_filter`` (e.g. UniFormer's 2-D -> 3-D inflation, SF's AlphAction
-names), check that the file is for this kind of model (the registered cards' fingerprints), inflate any 2-D
+names, torchvision's MViT names; a filter that recognises a layout names it in ``notes["source_format"]``),
+check that the file is for this kind of model (the registered cards' fingerprints), inflate any 2-D
 kernel with ``TRAIN.CHECKPOINT_INFLATE``, drop a classifier whose class count differs, and then compare with
 the model. Nothing here knows a particular model: the cards in :mod:`nightcrawler.models.registry` do. By default anything else that does not match is an error listing the missing,
 unexpected and shape-mismatched keys; ``strict=False`` loads the matching part and logs the rest.
@@ -153,6 +156,8 @@ def guess_architecture(keys: Iterable[str]) -> str | None:
         return "PySlowFast SlowFast (two-pathway layout, not the SF/AlphAction layout)"
     if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
         return "a torchvision-style 2-D ResNet"
+    if "conv_proj.weight" in keys and any(k.startswith("blocks.") and ".rel_pos_" in k for k in keys):
+        return "torchvision MViT v2 (mvit_v2_s, which no Nightcrawler model implements)"
     return None
 
 
@@ -258,11 +263,12 @@ def convert_state_dict(
     sd, renamed = _rename(dict(sd), source_format, clear_name_patterns)
     report = LoadReport(path=path, source_format=source_format, checkpoint_arch=None, renamed=renamed)
     if card is not None and card.checkpoint_filter is not None:
-        notes: dict[str, list[str]] = {}
+        notes: dict[str, Any] = {}
         try:
             sd = card.checkpoint_filter(sd, model_sd, source_format, notes)
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{path}: {str(exc).strip(chr(39))}") from exc
+        report.source_format = notes.get("source_format", source_format)
         report.inflated += notes.get("inflated", [])
         for k in notes.get("dropped", []):
             logger.info("%s: %s not loaded (%s's checkpoint filter dropped it)", path, k, card.name)

@@ -3,7 +3,8 @@
 Tokens are a class token plus a T'xH'xW' grid. Blocks pool queries (shrinking the grid) and keys /
 values (cheaper attention) with depthwise convolutions followed by LayerNorm, and widen the channels
 and heads where ``dim_mul`` / ``head_mul`` say. Module and parameter names follow the original so
-PySlowFast's MViT checkpoints load with ``strict=True``.
+PySlowFast's MViT checkpoints load with ``strict=True``; torchvision's ``mvit_v1_b`` weights (the same
+architecture with other names) convert through :func:`checkpoint_filter_fn`.
 
 The model's eval forward returns **softmax probabilities** (the head applies its activation when not
 training); in training mode it returns logits. Position embeddings are sized for ``num_frames`` x
@@ -13,7 +14,8 @@ training); in training mode it returns logits. Position embeddings are sized for
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,14 +39,17 @@ __all__ = [
     "MultiScaleBlock",
     "PatchEmbed",
     "TransformerBasicHead",
+    "checkpoint_filter_fn",
+    "is_torchvision_mvit",
     "mvit_block_specs",
     "mvit_from_cfg",
     "round_width",
 ]
 
-# LayerNorm eps of the blocks' norm1 / norm2 and the final norm; the LayerNorms on pooled q/k/v use 1e-5.
+# LayerNorm eps of the blocks' norm1 / norm2 and the final norm. The LayerNorms on pooled q/k/v take theirs
+# as an argument (MVIT.POOL_NORM_EPS): 1e-5 in PySlowFast, 1e-6 in torchvision's mvit_v1_b.
 _BLOCK_NORM_EPS = 1e-6
-_POOL_NORM_EPS = 1e-5
+DEFAULT_POOL_NORM_EPS = 1e-5
 
 
 def round_width(width: float, multiplier: float, min_width: int = 1, divisor: int = 1) -> int:
@@ -190,7 +195,7 @@ def _attention_pool(
 
 
 def _make_pool(
-    mode: str, head_dim: int, kernel: Sequence[int], stride: Sequence[int]
+    mode: str, head_dim: int, kernel: Sequence[int], stride: Sequence[int], norm_eps: float
 ) -> tuple[nn.Module | None, nn.Module | None]:
     """Returns (pooling op, LayerNorm or None) for one of q / k / v; (None, None) for no pooling."""
     if not kernel or (math.prod(kernel) == 1 and math.prod(stride) == 1):
@@ -200,7 +205,7 @@ def _make_pool(
         conv = nn.Conv3d(
             head_dim, head_dim, tuple(kernel), tuple(stride), padding, groups=head_dim, bias=False
         )
-        return conv, nn.LayerNorm(head_dim, eps=_POOL_NORM_EPS)
+        return conv, nn.LayerNorm(head_dim, eps=norm_eps)
     if mode == "avg":
         return nn.AvgPool3d(tuple(kernel), tuple(stride), padding), None
     if mode == "max":
@@ -220,6 +225,7 @@ class MultiScaleAttention(nn.Module):
         kernel_kv, stride_kv: key/value pooling (empty or all ones: none).
         has_cls_embed: the first token is a class token, never pooled.
         mode: pooling operator: "conv" (depthwise Conv3d + LayerNorm per head), "avg" or "max".
+        pool_norm_eps: eps of the LayerNorms after "conv" pooling.
     """
 
     def __init__(
@@ -234,6 +240,7 @@ class MultiScaleAttention(nn.Module):
         stride_kv: Sequence[int] = (),
         has_cls_embed: bool = True,
         mode: str = "conv",
+        pool_norm_eps: float = DEFAULT_POOL_NORM_EPS,
     ) -> None:
         super().__init__()
         if num_heads < 1 or dim % num_heads != 0:
@@ -245,9 +252,9 @@ class MultiScaleAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(drop_rate)
-        self.pool_q, self.norm_q = _make_pool(mode, head_dim, kernel_q, stride_q)
-        self.pool_k, self.norm_k = _make_pool(mode, head_dim, kernel_kv, stride_kv)
-        self.pool_v, self.norm_v = _make_pool(mode, head_dim, kernel_kv, stride_kv)
+        self.pool_q, self.norm_q = _make_pool(mode, head_dim, kernel_q, stride_q, pool_norm_eps)
+        self.pool_k, self.norm_k = _make_pool(mode, head_dim, kernel_kv, stride_kv, pool_norm_eps)
+        self.pool_v, self.norm_v = _make_pool(mode, head_dim, kernel_kv, stride_kv, pool_norm_eps)
 
     def forward(self, x: torch.Tensor, thw: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
         batch, length, channels = x.shape
@@ -278,6 +285,7 @@ class MultiScaleBlock(nn.Module):
         kernel_q, stride_q, kernel_kv, stride_kv: pooling, see :class:`MultiScaleAttention`.
         has_cls_embed: the first token is a class token.
         mode: pooling operator ("conv", "avg", "max").
+        pool_norm_eps: eps of the LayerNorms after "conv" pooling.
     """
 
     def __init__(
@@ -295,6 +303,7 @@ class MultiScaleBlock(nn.Module):
         stride_kv: Sequence[int] = (),
         has_cls_embed: bool = True,
         mode: str = "conv",
+        pool_norm_eps: float = DEFAULT_POOL_NORM_EPS,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -302,8 +311,9 @@ class MultiScaleBlock(nn.Module):
         self.has_cls_embed = has_cls_embed
         self.norm1 = nn.LayerNorm(dim, eps=_BLOCK_NORM_EPS)
         self.attn = MultiScaleAttention(
-            dim, num_heads, qkv_bias, drop_rate, kernel_q, kernel_kv, stride_q, stride_kv, has_cls_embed, mode
-        )
+            dim, num_heads, qkv_bias, drop_rate, kernel_q, kernel_kv, stride_q, stride_kv, has_cls_embed, mode,
+            pool_norm_eps,
+        )  # fmt: skip
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=_BLOCK_NORM_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dim_out, drop=drop_rate)
@@ -390,6 +400,7 @@ class MViT(nn.Module):
         drop_path_rate: stochastic depth of the last block; it grows linearly from 0 over the blocks.
         patch_kernel, patch_stride, patch_padding: the patch-embedding Conv3d.
         mode: q/k/v pooling operator: "conv", "avg" or "max".
+        pool_norm_eps: eps of the LayerNorms after "conv" pooling (PySlowFast: 1e-5, torchvision: 1e-6).
         cls_embed_on: prepend a class token (classify from it; otherwise from the token mean).
         sep_pos_embed: separate spatial, temporal and class position embeddings (else one table).
         norm_stem: LayerNorm after adding the position embedding.
@@ -418,6 +429,7 @@ class MViT(nn.Module):
         patch_stride: Sequence[int] = (2, 4, 4),
         patch_padding: Sequence[int] = (1, 3, 3),
         mode: str = "conv",
+        pool_norm_eps: float = DEFAULT_POOL_NORM_EPS,
         cls_embed_on: bool = True,
         sep_pos_embed: bool = True,
         norm_stem: bool = False,
@@ -485,6 +497,7 @@ class MViT(nn.Module):
             MultiScaleBlock(
                 spec.dim, spec.dim_out, spec.num_heads, mlp_ratio, qkv_bias, drop_rate, rates[i],
                 spec.kernel_q, spec.kernel_kv, spec.stride_q, spec.stride_kv, cls_embed_on, mode,
+                pool_norm_eps,
             )
             for i, spec in enumerate(specs)
         )  # fmt: skip
@@ -553,6 +566,61 @@ def check_mvit_config(cfg: Any) -> None:
         )
 
 
+# torchvision.models.video.mvit_v1_b names -> ours (same architecture, one tensor per key both ways)
+_TORCHVISION_RENAMES = (
+    (r"^conv_proj\.", "patch_embed.proj."),
+    (r"^pos_encoding\.class_token$", "cls_token"),
+    (r"^pos_encoding\.spatial_pos$", "pos_embed_spatial"),
+    (r"^pos_encoding\.temporal_pos$", "pos_embed_temporal"),
+    (r"^pos_encoding\.class_pos$", "pos_embed_class"),
+    (r"\.attn\.project\.0\.", ".attn.proj."),
+    (r"\.attn\.pool_([qkv])\.pool\.", r".attn.pool_\1."),
+    (r"\.attn\.pool_([qkv])\.norm_act\.0\.", r".attn.norm_\1."),
+    (r"\.mlp\.0\.", ".mlp.fc1."),
+    (r"\.mlp\.3\.", ".mlp.fc2."),
+    (r"^(blocks\.\d+)\.project\.", r"\1.proj."),
+    (r"^head\.1\.", "head.projection."),
+)
+# torchvision keeps the class token and position embeddings without the leading (1, ...) dimensions
+_TORCHVISION_UNSQUEEZED = ("cls_token", "pos_embed_class", "pos_embed_spatial", "pos_embed_temporal")
+
+
+def is_torchvision_mvit(keys: set[str]) -> bool:
+    """True for the keys of a ``torchvision.models.video.MViT`` state dict (v1 or v2)."""
+    return "conv_proj.weight" in keys and "pos_encoding.class_token" in keys
+
+
+def checkpoint_filter_fn(
+    state_dict: dict[str, torch.Tensor],
+    model_state_dict: Mapping[str, torch.Tensor],
+    source_format: str,
+    notes: dict,
+) -> dict[str, torch.Tensor]:
+    """torchvision MViT v1 weights (``mvit_v1_b``, e.g. ``torch.save(model.state_dict())``) renamed to ours, the
+    class token and position embeddings given their leading dimensions; other layouts pass unchanged.
+
+    Sets ``notes["source_format"]`` to ``"torchvision"``. Raises ValueError for torchvision's MViT v2 (relative
+    position embeddings and residual pooling, which this MViT v1 does not have).
+    """
+    if not is_torchvision_mvit(set(state_dict)):
+        return state_dict
+    if "pos_encoding.spatial_pos" not in state_dict or any(".rel_pos_" in k for k in state_dict):
+        raise ValueError(
+            "torchvision MViT v2 weights (mvit_v2_s: relative position embeddings, residual pooling) do not fit "
+            "Nightcrawler's MViT v1; only torchvision's mvit_v1_b converts"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = key
+        for pattern, replacement in _TORCHVISION_RENAMES:
+            new = re.sub(pattern, replacement, new)
+        if new in _TORCHVISION_UNSQUEEZED:
+            value = value.reshape(1, -1, value.shape[-1])
+        out[new] = value
+    notes["source_format"] = "torchvision"
+    return out
+
+
 def _is_mvit(keys: set[str]) -> bool:
     return "patch_embed.proj.weight" in keys and ("cls_token" in keys or "pos_embed_spatial" in keys)
 
@@ -562,6 +630,7 @@ def _is_mvit(keys: set[str]) -> bool:
     name="MViT",
     fingerprint=_is_mvit,
     classifier="head.projection",
+    checkpoint_filter=checkpoint_filter_fn,
     check_config=check_mvit_config,
     outputs="probabilities",  # the head applies softmax in eval mode, as the original
 )
@@ -570,9 +639,9 @@ def mvit_from_cfg(cfg: Any) -> MViT:
 
     Reads MODEL.{NUM_CLASSES, DROPOUT_RATE, HEAD_ACT, ACT_CHECKPOINT}, DATA.{NUM_FRAMES, TRAIN_CROP_SIZE,
     TEST_CROP_SIZE, INPUT_CHANNEL_NUM[0]} and MVIT.{PATCH_2D, PATCH_KERNEL, PATCH_STRIDE, PATCH_PADDING,
-    EMBED_DIM, NUM_HEADS, MLP_RATIO, QKV_BIAS, DROPOUT_RATE, DEPTH, DROPPATH_RATE, MODE, CLS_EMBED_ON,
-    SEP_POS_EMBED, NORM, DIM_MUL, HEAD_MUL, POOL_Q_STRIDE, POOL_KVQ_KERNEL, POOL_KV_STRIDE_ADAPTIVE,
-    POOL_KV_STRIDE, NORM_STEM, ZERO_DECAY_POS_CLS}. MVIT.POOL_FIRST has no effect in the original either.
+    EMBED_DIM, NUM_HEADS, MLP_RATIO, QKV_BIAS, DROPOUT_RATE, DEPTH, DROPPATH_RATE, MODE, POOL_NORM_EPS,
+    CLS_EMBED_ON, SEP_POS_EMBED, NORM, DIM_MUL, HEAD_MUL, POOL_Q_STRIDE, POOL_KVQ_KERNEL,
+    POOL_KV_STRIDE_ADAPTIVE, POOL_KV_STRIDE, NORM_STEM, ZERO_DECAY_POS_CLS}. MVIT.POOL_FIRST has no effect in the original either.
     The cfg is not modified (the original overwrites MVIT.POOL_KV_STRIDE with the adaptive strides).
     """
     m = cfg.MVIT
@@ -599,6 +668,7 @@ def mvit_from_cfg(cfg: Any) -> MViT:
         patch_stride=m.PATCH_STRIDE,
         patch_padding=m.PATCH_PADDING,
         mode=m.MODE,
+        pool_norm_eps=m.POOL_NORM_EPS,
         cls_embed_on=m.CLS_EMBED_ON,
         sep_pos_embed=m.SEP_POS_EMBED,
         norm_stem=m.NORM_STEM,
