@@ -24,12 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nightcrawler.config import load_config
-from nightcrawler.data.csvs import VideoRow, natural_sort_key, write_video_list
+from nightcrawler.data.csvs import VIDEO_SUFFIXES, VideoRow, is_video_file, natural_sort_key, write_video_list
 from nightcrawler.data.splits import CLASS_NAMES
 from nightcrawler.utils.cli import run_cli
 from nightcrawler.utils.errors import EXIT_CONFIG, EXIT_DATA
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 REAL_COUNTS = {"labeled": 2625, "dry": 330, "dark": 3088, "arid": 6207, "test": 3103}  # spec §1.1
 SOURCES = {  # source -> (config key of its folder, how rows are labelled)
     "labeled": ("ROOT_LABELED", "name"),
@@ -61,10 +60,6 @@ class Source:
     rows: list[VideoRow]
 
 
-def _is_video(name: str) -> bool:
-    return name.lower().endswith(VIDEO_EXTENSIONS) and not name.startswith(".")
-
-
 def class_from_name(file_name: str, classes: Sequence[str]) -> int | None:
     """Index of the one class whose name is a word of ``file_name`` (case-insensitive), else None."""
     words = {
@@ -81,7 +76,7 @@ def _class_folder(name: str, classes: Sequence[str]) -> int | None:
 
 def _unlabelled_files(folder: str) -> list[str]:
     """Video files directly in ``folder`` (sub-folders, e.g. linked ARID classes, are not part of it)."""
-    return [f for f in os.listdir(folder) if _is_video(f) and os.path.isfile(os.path.join(folder, f))]
+    return [f for f in os.listdir(folder) if is_video_file(f) and os.path.isfile(os.path.join(folder, f))]
 
 
 def scan_source(name: str, folder: str, classes: Sequence[str]) -> Source:
@@ -102,8 +97,8 @@ def scan_source(name: str, folder: str, classes: Sequence[str]) -> Source:
                     if mode == "folder":
                         unknown.append(entry + "/")
                     continue
-                rows += [VideoRow(f"{entry}/{f}", label) for f in os.listdir(full) if _is_video(f)]
-            elif _is_video(entry):
+                rows += [VideoRow(f"{entry}/{f}", label) for f in os.listdir(full) if is_video_file(f)]
+            elif is_video_file(entry):
                 label = class_from_name(entry, classes) if mode == "name" else None
                 if label is None:
                     unknown.append(entry)
@@ -121,7 +116,7 @@ def scan_source(name: str, folder: str, classes: Sequence[str]) -> Source:
                 f"(one of {', '.join(classes)})"
             )
     if not rows:
-        raise ScanError(f"{name}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in {folder}")
+        raise ScanError(f"{name}: no video files ({', '.join(VIDEO_SUFFIXES)}) in {folder}")
     if mode == "folder":  # ARID: class by class, natural order inside a class
         rows.sort(key=lambda r: (r.label, natural_sort_key(r.path)))
     else:

@@ -181,3 +181,28 @@ def natural_sort_key(path: str) -> tuple:
     """Sort key that orders embedded numbers numerically (``2.mp4`` before ``10.mp4``), case-insensitively."""
     parts = re.split(r"(\d+)", path)
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts if p)
+
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+def is_video_file(name: str) -> bool:
+    """Whether a file name has a video suffix (case-insensitive) and is not hidden (``._x.mp4`` resource forks)."""
+    base = os.path.basename(name)
+    return base.lower().endswith(VIDEO_SUFFIXES) and not base.startswith(".")
+
+
+def list_videos(folder: str | os.PathLike) -> list[str]:
+    """Video files under ``folder`` (recursive), as sorted paths relative to it; raises when there are none."""
+    root = os.fspath(folder)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"video folder not found: {root}")
+    found = sorted(
+        os.path.relpath(os.path.join(d, f), root)
+        for d, _, files in os.walk(root)
+        for f in files
+        if is_video_file(f)
+    )
+    if not found:
+        raise ValueError(f"{root}: no video files ({', '.join(VIDEO_SUFFIXES)}) found")
+    return found

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 
 from nightcrawler.data.decoders import open_video
 from nightcrawler.data.splits import split_info
-from nightcrawler.data.ug2 import SPLIT_DEFAULT, OpenFn, build_dataset
+from nightcrawler.data.ug2 import SPLIT_DEFAULT, OpenFn, build_dataset, build_file_dataset
 from nightcrawler.utils.distributed import get_rank, get_world_size
 from nightcrawler.utils.seeding import worker_init_fn
 
@@ -154,4 +154,33 @@ def build_loader(
         drop_last=drop_last,
         worker_init_fn=worker_init_fn,
         persistent_workers=workers > 0,
+    )
+
+
+def build_file_loader(
+    cfg,
+    paths: Sequence[str],
+    *,
+    batch_size: int,
+    enhancement,
+    views: int,
+    crops: int,
+    skip_bad: bool = True,
+    num_workers: int | None = None,
+    open_fn: OpenFn = open_video,
+) -> DataLoader:
+    """Test batches of video files given directly, in the given order, on this process alone (inference on
+    files outside any split: :mod:`nightcrawler.inference`). Arguments as :func:`build_loader`."""
+    dataset = build_file_dataset(
+        cfg, paths, enhancement=enhancement, views=views, crops=crops, skip_bad=skip_bad, open_fn=open_fn
+    )
+    workers = cfg.DATA_LOADER.NUM_WORKERS if num_workers is None else num_workers
+    return DataLoader(
+        dataset,
+        batch_size=max(1, batch_size),
+        sampler=EvalShardSampler(len(dataset)),
+        num_workers=workers,
+        collate_fn=collate_test,
+        pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
+        worker_init_fn=worker_init_fn,
     )

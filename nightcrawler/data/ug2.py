@@ -65,7 +65,7 @@ class UG2Dataset(Dataset):
 
     Args:
         split: split name (decides training vs test items; see :data:`SPLITS`).
-        csv_path: the video list.
+        csv_path: the video list, or its rows given directly (:func:`build_file_dataset`).
         video_roots: folders the list's paths are relative to, tried in order.
         num_classes: classes C (labels must lie in [-1, C)).
         separator: list field separator.
@@ -91,7 +91,7 @@ class UG2Dataset(Dataset):
     def __init__(
         self,
         split: str,
-        csv_path: str | os.PathLike,
+        csv_path: str | os.PathLike | Sequence[VideoRow],
         video_roots: Sequence[str],
         *,
         num_classes: int,
@@ -125,18 +125,23 @@ class UG2Dataset(Dataset):
                 f"num_views ({num_views}), num_crops ({num_crops}), num_sample ({num_sample}) and retries "
                 f"({retries}) must all be >= 1"
             )
-        self.csv_path = os.fspath(csv_path)
-        self.rows = parse_video_list(
-            self.csv_path, num_classes=num_classes, separator=separator, require_label=info.require_label
-        )
+        if isinstance(csv_path, (str, os.PathLike)):
+            self.csv_path = os.fspath(csv_path)
+            self.rows = parse_video_list(
+                self.csv_path, num_classes=num_classes, separator=separator, require_label=info.require_label
+            )
+        else:
+            self.rows = list(csv_path)
+            self.csv_path = f"<{len(self.rows)} files given directly>"
+            if not self.rows:
+                raise ValueError(f"split {split}: no videos given")
         self.video_roots = [os.fspath(r) for r in video_roots]
         self.paths, missing = resolve_video_paths(self.rows, self.video_roots)
         if missing:
             listing = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
-            message = (
-                f"{len(missing)} of {len(self.rows)} videos of split {split} ({self.csv_path}) are not under "
-                f"{' or '.join(self.video_roots)}: {listing}"
-            )
+            roots = " or ".join(r for r in self.video_roots if r)
+            where = f"are not under {roots}" if roots else "do not exist"
+            message = f"{len(missing)} of {len(self.rows)} videos of split {split} ({self.csv_path}) {where}: {listing}"
             if not self.training and not skip_bad:
                 raise FileNotFoundError(message + " (TEST.SKIP_BAD_VIDEOS True skips them)")
             logger.warning(
@@ -372,26 +377,7 @@ def build_dataset(
     csv_path, roots = split_paths(cfg, split)
     if isinstance(enhancement, str) and enhancement == SPLIT_DEFAULT:
         enhancement = split_enhancement(cfg, split, info.training)
-    dataset_name = cfg.TRAIN.DATASET if info.training else cfg.TEST.DATASET
-    if dataset_name not in ("ug2", "ug2_sparse"):
-        raise ValueError(
-            f"{'TRAIN' if info.training else 'TEST'}.DATASET must be ug2 or ug2_sparse, got {dataset_name!r}"
-        )
-    common = dict(
-        num_classes=cfg.MODEL.NUM_CLASSES,
-        separator=cfg.DATA.PATH_LABEL_SEPARATOR,
-        num_frames=cfg.DATA.NUM_FRAMES,
-        dense=dataset_name == "ug2",
-        sampling_rate=cfg.DATA.SAMPLING_RATE,
-        use_offset_sampling=cfg.DATA.USE_OFFSET_SAMPLING,
-        enhancement=enhancement,
-        mean=cfg.DATA.MEAN,
-        std=cfg.DATA.STD,
-        backend=cfg.DATA.DECODING_BACKEND,
-        decode_threads=cfg.DATA.DECODE_THREADS,
-        retries=cfg.DATA.DECODE_RETRIES,
-        open_fn=open_fn,
-    )
+    common = _dataset_kwargs(cfg, info.training, enhancement, open_fn)
     if info.training:
         return UG2Dataset(
             split,
@@ -411,4 +397,53 @@ def build_dataset(
         crop_size=cfg.DATA.TEST_CROP_SIZE,
         skip_bad=cfg.TEST.SKIP_BAD_VIDEOS,
         **common,
+    )
+
+
+def build_file_dataset(
+    cfg,
+    paths: Sequence[str | os.PathLike],
+    *,
+    enhancement: EnhancementLike | Sequence[EnhancementLike],
+    views: int,
+    crops: int,
+    skip_bad: bool = True,
+    open_fn: OpenFn = open_video,
+) -> UG2Dataset:
+    """Test items of video files given directly (no list, no split layout): the tester's sampling (TEST.DATASET),
+    crops and normalisation from ``cfg``; labels are unknown (-1) and ``name`` is the path as given."""
+    rows = [VideoRow(os.fspath(p), -1) for p in paths]
+    return UG2Dataset(
+        "test",
+        rows,
+        [""],  # paths are used as given (absolute, or relative to the working folder)
+        num_views=views,
+        num_crops=crops,
+        crop_size=cfg.DATA.TEST_CROP_SIZE,
+        skip_bad=skip_bad,
+        **_dataset_kwargs(cfg, False, enhancement, open_fn),
+    )
+
+
+def _dataset_kwargs(cfg, training: bool, enhancement, open_fn: OpenFn) -> dict[str, Any]:
+    """The dataset arguments training and test items share, from ``cfg``."""
+    dataset_name = cfg.TRAIN.DATASET if training else cfg.TEST.DATASET
+    if dataset_name not in ("ug2", "ug2_sparse"):
+        raise ValueError(
+            f"{'TRAIN' if training else 'TEST'}.DATASET must be ug2 or ug2_sparse, got {dataset_name!r}"
+        )
+    return dict(
+        num_classes=cfg.MODEL.NUM_CLASSES,
+        separator=cfg.DATA.PATH_LABEL_SEPARATOR,
+        num_frames=cfg.DATA.NUM_FRAMES,
+        dense=dataset_name == "ug2",
+        sampling_rate=cfg.DATA.SAMPLING_RATE,
+        use_offset_sampling=cfg.DATA.USE_OFFSET_SAMPLING,
+        enhancement=enhancement,
+        mean=cfg.DATA.MEAN,
+        std=cfg.DATA.STD,
+        backend=cfg.DATA.DECODING_BACKEND,
+        decode_threads=cfg.DATA.DECODE_THREADS,
+        retries=cfg.DATA.DECODE_RETRIES,
+        open_fn=open_fn,
     )

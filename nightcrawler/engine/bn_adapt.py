@@ -115,26 +115,12 @@ def adapt_bn_statistics(
 
 
 # ---------------------------------------------------------------------------------------------------- standalone
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
-
-
-def list_videos(folder: str | Path) -> list[str]:
-    """Video files under ``folder`` (recursive), as sorted paths relative to it."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"video folder not found: {root}")
-    found = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
-    if not found:
-        raise ValueError(f"{root}: no video files ({', '.join(VIDEO_SUFFIXES)}) found")
-    return found
-
-
 def bn_source_cfg(
     cfg: CfgNode, videos: str | Path | None, video_root: str | Path | None, workdir: Path
 ) -> CfgNode:
     """A copy of ``cfg`` whose ``train_unlabel`` split reads ``videos`` (a folder of videos, or a video list
     with ``path,label`` rows relative to ``video_root`` / the list's folder); None keeps ``BN.SPLIT``."""
-    from nightcrawler.data.csvs import VideoRow, write_video_list
+    from nightcrawler.data.csvs import VideoRow, list_videos, write_video_list
 
     cfg = cfg.clone()
     cfg.defrost()
