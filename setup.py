@@ -22,14 +22,28 @@ INSTALL_REQUIRES = [
     "torchcodec==0.17.0",  # optional backend: needs FFmpeg's shared libraries (scripts/setup.sh installs them)
 ]
 EXTRAS = {
-    "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-video==1.1.11"],
+    # setuptools: tests/tools/test_install.py builds the wheel without build isolation (bdist_wheel built in)
+    "dev": ["pytest==9.2.0", "ruff==0.17.6", "scikit-video==1.1.11", "setuptools==84.2.1"],
 }
+
+# The console scripts: the pseudo-label stages, threshold search and vote of nightcrawler/pseudo/cli.py, and
+# prediction on new videos. The training launcher and the other tools stay scripts of the checkout (tools/*.py).
+CONSOLE_SCRIPTS = [
+    "nightcrawler-predict = nightcrawler.inference.cli:main",
+    *(f"nightcrawler-pseudo-stage{k} = nightcrawler.pseudo.cli:stage{k}_main" for k in (1, 2, 3, 4)),
+    "nightcrawler-search-thresholds = nightcrawler.pseudo.cli:search_main",
+    "nightcrawler-ensemble-vote = nightcrawler.pseudo.cli:vote_main",
+]
 
 setup(
     name="nightcrawler",
     version="0.1.0",
     description=__doc__,
-    packages=find_packages(include=["nightcrawler", "nightcrawler.*"]),
+    # configs/ ships inside the package as nightcrawler/configs (found by nightcrawler.resources.configs_root)
+    packages=[*find_packages(include=["nightcrawler", "nightcrawler.*"]), "nightcrawler.configs"],
+    package_dir={"nightcrawler.configs": "configs"},
+    package_data={"nightcrawler.configs": ["**/*.yaml"]},
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

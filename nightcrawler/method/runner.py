@@ -10,7 +10,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from nightcrawler.resources import PACKAGE_DIR, checkout_root
+from nightcrawler.utils.errors import EXIT_CONFIG
+
+# the steps are scripts of the git checkout (tools/*.py, exp_*/); an installed copy has none of them
+REPO = checkout_root() or PACKAGE_DIR.parent
 
 
 class StepFailed(RuntimeError):
@@ -86,6 +90,13 @@ class Runner:
         self, script: str | os.PathLike, *args: str | os.PathLike, what: str, units: float = 1.0
     ) -> float:
         """Runs one entry point; returns its wall time. Raises :class:`StepFailed` on a non-zero exit."""
+        if not (REPO / script).is_file():
+            raise StepFailed(
+                f"step '{what}' runs {script} of a Nightcrawler git checkout, but {REPO / script} does not "
+                "exist: the installed package ships no tools/ or experiment scripts; run this from a clone of "
+                "the repository (pip install -e .)",
+                EXIT_CONFIG,
+            )
         cmd = [sys.executable, str(REPO / script), *map(str, args)]
         t0 = time.time()
         self.log.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from typing import TextIO
 import numpy as np
 
 from nightcrawler.pseudo.config import (
-    CONFIG_DIR,
     CRITERIA,
     SearchConfig,
     StageConfig,
@@ -47,6 +46,7 @@ from nightcrawler.pseudo.vote import (
     run_ensemble,
     write_ensemble_files,
 )
+from nightcrawler.resources import config_path
 from nightcrawler.utils.cli import run_cli
 from nightcrawler.utils.io import atomic_open, atomic_write_text
 
@@ -148,7 +148,7 @@ def _stage_epilog(config: Path) -> str:
 
 
 def stage_parser(stage: int) -> argparse.ArgumentParser:
-    config = CONFIG_DIR / "pseudo" / f"stage{stage}.yaml"
+    config = config_path("pseudo", f"stage{stage}.yaml")
     parser = argparse.ArgumentParser(
         description=f"Stage-{stage} pseudo labels: fuse the models' PKLs (softmax, weighted, class-conditional "
         "weights), keep confident rows, write the pseudo-label CSV (no header: video, label, fused scores) and "
@@ -176,6 +176,23 @@ def stage_parser(stage: int) -> argparse.ArgumentParser:
 def stage_main(stage: int, argv: Sequence[str] | None = None) -> int:
     """Entry point of ``generate_pseudo_label_stage{stage}.py``."""
     return run_cli(functools.partial(_stage_main, stage), argv)
+
+
+# the console scripts nightcrawler-pseudo-stage{1..4} (setup.py entry_points call a function without arguments)
+def stage1_main(argv: Sequence[str] | None = None) -> int:
+    return stage_main(1, argv)
+
+
+def stage2_main(argv: Sequence[str] | None = None) -> int:
+    return stage_main(2, argv)
+
+
+def stage3_main(argv: Sequence[str] | None = None) -> int:
+    return stage_main(3, argv)
+
+
+def stage4_main(argv: Sequence[str] | None = None) -> int:
+    return stage_main(4, argv)
 
 
 def _stage_main(stage: int, argv: Sequence[str] | None = None) -> int:
@@ -218,7 +235,7 @@ def search_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config",
-        default=str(CONFIG_DIR / "pseudo" / "search.yaml"),
+        default=str(config_path("pseudo", "search.yaml")),
         help="search YAML (default: %(default)s)",
     )
     parser.add_argument(
@@ -300,7 +317,7 @@ def _search_main(argv: Sequence[str] | None = None) -> int:
     args = search_parser().parse_args(argv)
     info = sys.stderr if args.original_printout else sys.stdout  # keep stdout exact in printout mode
     scfg = load_search_config(args.config)
-    cfg = load_stage_config(args.stage_config or CONFIG_DIR / "pseudo" / f"stage{args.stage}.yaml")
+    cfg = load_stage_config(args.stage_config or config_path("pseudo", f"stage{args.stage}.yaml"))
     root = Path(args.root)
     labels, confidence, truth, truth_map, gt_path = _search_data(args, scfg, cfg, root, info)
     start, stop, num = args.grid if args.grid else scfg.grid
@@ -361,7 +378,7 @@ def vote_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config",
-        default=str(CONFIG_DIR / "ensemble" / "original.yaml"),
+        default=str(config_path("ensemble", "original.yaml")),
         help="ensemble YAML (default: %(default)s)",
     )
     parser.add_argument(

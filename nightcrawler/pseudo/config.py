@@ -17,9 +17,14 @@ import yaml
 from nightcrawler.pseudo.fuse import FusionSpec, Replacement, WeightRule
 from nightcrawler.pseudo.io import PseudoLabelError
 from nightcrawler.pseudo.thresholds import METHODS, SelectionSpec
+from nightcrawler.resources import configs_root
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+
+def __getattr__(name: str) -> Any:
+    # CONFIG_DIR: the shipped configs folder, resolved on each access (nightcrawler.resources.configs_root)
+    if name == "CONFIG_DIR":
+        return configs_root()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def merge_mappings(base: dict, override: Mapping) -> dict:
