@@ -329,7 +329,8 @@ def test_convert_tool_writes_clean_pyth(tmp_path, sf):
     rc = _convert_tool().main(
         ["--cfg", str(CONFIGS / "uniformer_tiny.yaml"), "--input", str(out), "--output", str(bad)]
     )
-    assert rc == EXIT_CHECKPOINT and not bad.exists()  # SF weights for a UniFormer config: refused, nothing written
+    # SF weights for a UniFormer config: refused, nothing written
+    assert rc == EXIT_CHECKPOINT and not bad.exists()
 
 
 def _convert(cfg_name: str, src, dst, *extra) -> int:
