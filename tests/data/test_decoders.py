@@ -255,3 +255,28 @@ def test_torchcodec_hands_unsafe_seek_files_to_pyav(video_files, name):
 def test_torchcodec_hands_avi_to_pyav(video_files):
     assert isinstance(open_video(video_files["mpeg4_bframes_avi"], "torchcodec"), PyAVReader)
     assert open_video(video_files["h264_mp4"], "torchcodec").backend == "torchcodec"
+
+
+def test_auto_takes_decords_random_access_only_where_it_is_exact(video_files, conversion_files, real_footage):
+    """``auto`` per file: decord's random access on seek-safe plain 4:2:0 files, PyAV in order elsewhere."""
+    from nightcrawler.data.decoders import DecordReader
+
+    fast = [video_files["h264_mp4"], *real_footage.values()]
+    for path in fast:
+        with open_video(path, "auto") as reader:
+            assert isinstance(reader, DecordReader) and reader.random_access, path
+    slow = [video_files[n] for n in ("edit_list_mp4", "h264_open_gop_mp4", "mpeg4_bframes_avi", "cut_avi")]
+    for path in [*slow, *conversion_files.values()]:
+        with open_video(path, "auto") as reader:
+            assert isinstance(reader, PyAVReader), path
+
+
+def test_probes_are_cached_per_file_and_renewed_when_it_changes(video_files, tmp_path):
+    import shutil
+
+    path = tmp_path / "v.mp4"
+    shutil.copy(video_files["h264_mp4"], path)
+    first = probe_video(path)
+    assert probe_video(path) is first  # the same file: no second demux
+    shutil.copy(video_files["edit_list_mp4"], path)  # replaced: another size and time
+    assert probe_video(path) is not first and probe_video(path).num_frames == 21
