@@ -10,6 +10,10 @@ get the training augmentation, ``BN.GAMMA`` (-1: none, as the original) and ``BN
 batches of one training process's share of ``TRAIN.BATCH_SIZE`` videos (fvcore precise-BN, model in train
 mode). The output keeps the input's content (epoch, optimiser state, cfg) with the new weights and a
 ``bn_adaptation`` record, written atomically. Runs in one process: CPU with NUM_GPUS 0, else GPU 0.
+
+``TENT.ENABLE True`` then tunes the BatchNorm weights and biases by test-time entropy minimisation on the same
+videos (``TENT.*`` keys, nightcrawler/engine/tent.py); the record gains a ``tent`` entry with the entropy
+before and after.
 """
 
 from __future__ import annotations

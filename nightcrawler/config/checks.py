@@ -61,6 +61,7 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
             f"{cfg.TEST.NUM_SPATIAL_CROPS} must be 1 or 3"
         )
     _check_ranges(cfg)
+    _check_tent(cfg, procs)
     # what the layers above declare: each phase's enhancement spec, the chosen model's input rules
     from nightcrawler.data.enhance import check_enhancement_keys
     from nightcrawler.models.registry import check_model_config
@@ -71,6 +72,7 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
         _check_tta_settings(cfg)
     except (ValueError, KeyError) as exc:
         raise ConfigError(str(exc).strip("'\"")) from exc
+    _check_distill(cfg)  # after the enhancement keys: it reads the training phase's enhancement
     return cfg
 
 
@@ -113,6 +115,71 @@ def _check_ranges(cfg: CfgNode) -> None:
         )
 
 
+TENT_OPTIMIZERS = ("sgd", "adam")
+TENT_BN_MODES = ("fixed", "batch")
+DISTILL_SPLITS = ("train_label", "train_pseudo_label")
+
+
+def _check_tent(cfg: CfgNode, procs: int) -> None:
+    """TENT.* when TENT.ENABLE (nightcrawler/engine/tent.py); nothing is checked while it is off."""
+    tent = cfg.TENT
+    if not tent.ENABLE:
+        return
+    if tent.STEPS < 1:
+        raise ConfigError(f"TENT.STEPS = {tent.STEPS} must be >= 1 with TENT.ENABLE")
+    if not tent.LR > 0:
+        raise ConfigError(f"TENT.LR = {tent.LR} must be > 0 with TENT.ENABLE")
+    if tent.BATCH_SIZE <= 0 or tent.BATCH_SIZE % procs:
+        raise ConfigError(
+            f"TENT.BATCH_SIZE = {tent.BATCH_SIZE} must be a positive multiple of the processes per machine "
+            f"({procs})"
+        )
+    _choice(tent.SPLIT, TRAIN_SPLITS + TEST_SPLITS, "TENT.SPLIT")
+    _choice(tent.OPTIMIZER, TENT_OPTIMIZERS, "TENT.OPTIMIZER")
+    _choice(tent.BN_MODE, TENT_BN_MODES, "TENT.BN_MODE")
+
+
+def _check_distill(cfg: CfgNode) -> None:
+    """DISTILL.* when DISTILL.ENABLE (nightcrawler/engine/distill.py); nothing is checked while it is off."""
+    from nightcrawler.data.enhance import canonical, phase_enhancement
+
+    d = cfg.DISTILL
+    if not d.ENABLE:
+        return
+    if not str(d.TEACHER_CHECKPOINT).strip():
+        raise ConfigError(
+            "DISTILL.TEACHER_CHECKPOINT is empty: DISTILL.ENABLE needs the teacher's trained weights"
+        )
+    if not d.TEMPERATURE > 0:
+        raise ConfigError(f"DISTILL.TEMPERATURE = {d.TEMPERATURE} must be > 0")
+    if not 0.0 <= d.ALPHA <= 1.0:
+        raise ConfigError(f"DISTILL.ALPHA = {d.ALPHA} must lie in [0, 1]")
+    if not d.SPLITS:
+        raise ConfigError(
+            f"DISTILL.SPLITS is empty: name the distilled batches ({', '.join(DISTILL_SPLITS)})"
+        )
+    for split in d.SPLITS:
+        _choice(split, DISTILL_SPLITS, "DISTILL.SPLITS entry")
+    try:
+        canonical(d.TEACHER_ENHANCEMENT)
+    except ValueError as exc:
+        raise ConfigError(f"DISTILL.TEACHER_ENHANCEMENT: {exc}") from None
+    if (
+        "train_pseudo_label" in d.SPLITS
+        and not phase_enhancement(cfg, "train", "train_pseudo_label").is_identity
+    ):
+        raise ConfigError(
+            "ENHANCE.TRAIN_DARK (or its alias DATA.TRAIN_GAMMA) enhances the dark training clips, but with "
+            "DISTILL.ENABLE the student trains on raw dark clips (the teacher gets DISTILL.TEACHER_ENHANCEMENT): "
+            "set ENHANCE.TRAIN_DARK none"
+        )
+    if cfg.TRAIN.ENABLE and d.SPLITS == ["train_pseudo_label"] and not cfg.DATA.PSEUDO_CSV:
+        raise ConfigError(
+            "DISTILL.SPLITS = ['train_pseudo_label'] but DATA.PSEUDO_CSV is empty: this run has no pseudo-labelled "
+            "batch to distil (add train_label to DISTILL.SPLITS or set DATA.PSEUDO_CSV)"
+        )
+
+
 def check_input_paths(cfg: CfgNode) -> None:
     """Raises ConfigError naming the key when a path this run will read does not exist.
 
@@ -137,6 +204,9 @@ def check_input_paths(cfg: CfgNode) -> None:
     ]
     if cfg.DATA.PSEUDO_CSV and cfg.TRAIN.ENABLE:
         checks.append(("DATA.PSEUDO_CSV", os.path.join(cfg.DATA.PATH_PREFIX, cfg.DATA.PSEUDO_CSV), "file"))
+    if cfg.DISTILL.ENABLE and cfg.TRAIN.ENABLE:
+        checks.append(("DISTILL.TEACHER_CHECKPOINT", cfg.DISTILL.TEACHER_CHECKPOINT, "file"))
+        checks.append(("DISTILL.TEACHER_CFG", cfg.DISTILL.TEACHER_CFG, "file"))
     for key, path, kind in checks:
         if not path:
             continue

@@ -313,6 +313,30 @@ _C.ENHANCE.EVAL = ""  # dark splits evaluated during training (alias: TEST.GAMMA
 _C.ENHANCE.BN = ""  # the clips that re-estimate BatchNorm statistics (alias: BN.GAMMA)
 _C.ENHANCE.TRAIN_DARK = ""  # dark training clips, unlabelled or pseudo-labelled (alias: DATA.TRAIN_GAMMA)
 
+# ---------------------------------------------------------------------------------------------------- TENT
+# [new] test-time entropy minimisation (nightcrawler/engine/tent.py): after the BN statistics, the BatchNorm
+# affine parameters are tuned to lower the prediction entropy on unlabelled dark clips (tester, tools/adapt_bn.py).
+_C.TENT = CfgNode()
+_C.TENT.ENABLE = False  # [new] run TENT on the test model / the adapted checkpoint
+_C.TENT.STEPS = 50  # [new] optimiser steps (one batch each)
+_C.TENT.LR = 2.5e-4  # [new] learning rate of the BatchNorm weights and biases (TENT's ImageNet SGD rate)
+_C.TENT.BATCH_SIZE = 8  # [new] videos per step over all processes (a multiple of the processes)
+_C.TENT.SPLIT = "train_unlabel"  # [new] split of the unlabelled clips (the BN adaptation split by default)
+_C.TENT.OPTIMIZER = "sgd"  # [new] sgd (momentum 0.9, as TENT) or adam
+_C.TENT.BN_MODE = "fixed"  # [new] normalise with the fixed adapted statistics, or "batch" statistics (TENT)
+
+# ---------------------------------------------------------------------------------------------------- DISTILL
+# [new] dual-light distillation (nightcrawler/engine/distill.py): a frozen teacher sees each training clip
+# enhanced, the student the same clip raw, and the student's loss adds the teacher's softened predictions.
+_C.DISTILL = CfgNode()
+_C.DISTILL.ENABLE = False  # [new] distil a frozen teacher on enhanced clips into the student on raw clips
+_C.DISTILL.TEACHER_CFG = ""  # [new] config file of the teacher (empty: the student's own config)
+_C.DISTILL.TEACHER_CHECKPOINT = ""  # [new] the teacher's trained weights (required, loaded strictly)
+_C.DISTILL.TEACHER_ENHANCEMENT = "gamma:value=0.25"  # [new] enhancement spec of the teacher's copy of a clip
+_C.DISTILL.TEMPERATURE = 4.0  # [new] softmax temperature of teacher and student in the soft loss
+_C.DISTILL.ALPHA = 0.5  # [new] loss = (1 - ALPHA) * label loss + ALPHA * T^2 * KL(teacher || student)
+_C.DISTILL.SPLITS = ["train_pseudo_label"]  # [new] batches distilled: train_pseudo_label and/or train_label
+
 # ---------------------------------------------------------------------------------------------------- global
 _C.IMPORTS = []  # [new] Python modules (names, or .py files) imported before anything is built: user models,
 # enhancements and pseudo-label rules register themselves there

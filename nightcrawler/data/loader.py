@@ -3,7 +3,8 @@
 Training batches (``train_*`` splits) flatten each video's ``AUG.NUM_SAMPLE`` clips: ``inputs``
 (B*NS, 3, T, S, S) ordered ``[v1a, v1b, v2a, v2b, ...]``, ``labels``/``index`` (B*NS,), ``probs`` (B*NS, C),
 and ``failed``: how many videos failed to decode while making the batch (they were replaced), a 0-d tensor the
-engine can sum per epoch (workers are separate processes, so a counter on the dataset would not be seen).
+engine can sum per epoch (workers are separate processes, so a counter on the dataset would not be seen); with a
+teacher enhancement (dual-light distillation) also ``teacher_inputs``, laid out as ``inputs``.
 
 Test batches: ``inputs`` (B, V*C, 3, T, S, S), ``labels``/``index`` (B,), ``names`` list[str] and ``ok``
 (B,) bool (False: undecodable video skipped under TEST.SKIP_BAD_VIDEOS, its inputs are zeros).
@@ -59,13 +60,16 @@ class EvalShardSampler(Sampler[int]):
 def collate_train(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Flattens every item's NUM_SAMPLE clips into one batch (clips of a video stay adjacent)."""
     ns = items[0]["inputs"].shape[0]
-    return {
+    batch = {
         "inputs": torch.cat([it["inputs"] for it in items]),
         "labels": torch.tensor([it["label"] for it in items], dtype=torch.long).repeat_interleave(ns),
         "probs": torch.stack([it["probs"] for it in items]).repeat_interleave(ns, dim=0),
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long).repeat_interleave(ns),
         "failed": torch.tensor(sum(int(it["failed"]) for it in items), dtype=torch.long),
     }
+    if "teacher_inputs" in items[0]:
+        batch["teacher_inputs"] = torch.cat([it["teacher_inputs"] for it in items])
+    return batch
 
 
 def collate_test(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -104,6 +108,7 @@ def build_loader(
     crops: int | None = None,
     num_workers: int | None = None,
     open_fn: OpenFn = open_video,
+    teacher_enhancement=None,
 ) -> DataLoader:
     """The DataLoader of ``split``.
 
@@ -116,13 +121,23 @@ def build_loader(
         views, crops: test splits' temporal views and spatial crops (default TEST.NUM_ENSEMBLE_VIEWS/CROPS).
         num_workers: default DATA_LOADER.NUM_WORKERS (persistent workers when > 0).
         open_fn: reader factory (tests).
+        teacher_enhancement: training splits: batches also carry ``teacher_inputs`` (the same clips made from
+            frames with this enhancement; dual-light distillation). None (default): not made.
 
     With torch.distributed initialised and more than one process, shuffled loaders and training splits use a
     ``DistributedSampler`` (seed RNG_SEED; call ``loader.sampler.set_epoch``), ordered test splits an
     :class:`EvalShardSampler` (always, so ``loader.sampler.indices`` names this process's videos).
     """
     info = split_info(split)
-    dataset = build_dataset(cfg, split, enhancement=enhancement, views=views, crops=crops, open_fn=open_fn)
+    dataset = build_dataset(
+        cfg,
+        split,
+        enhancement=enhancement,
+        views=views,
+        crops=crops,
+        open_fn=open_fn,
+        teacher_enhancement=teacher_enhancement,
+    )
     world, rank = get_world_size(), get_rank()
     shuffle = info.training if shuffle is None else shuffle
     drop_last = info.training if drop_last is None else drop_last

@@ -5,7 +5,8 @@ A row is read from the first root holding its path (``DATA.ROOT_FALLBACK``); the
 whose file names collide (dark-train and Test both use ``N.mp4``), see ``data/README.md``.
 
 Training items decode one sparse (``ug2_sparse``) or dense (``ug2``) clip and return ``AUG.NUM_SAMPLE``
-augmented copies; test items decode the union of all temporal views' frames once and cut every view x crop
+augmented copies (and, for dual-light distillation, a teacher's enhanced twin of each, made with the same random
+draws); test items decode the union of all temporal views' frames once and cut every view x crop
 from it, view-major, crop-minor.
 """
 
@@ -26,6 +27,7 @@ from nightcrawler.data.decoders import BackendUnavailableError, VideoDecodeError
 from nightcrawler.data.enhance import Enhancement, canonical, enhancement_list, gamma_spec, split_enhancement
 from nightcrawler.data.splits import split_info
 from nightcrawler.data.transforms import EnhancementLike, test_views
+from nightcrawler.utils.seeding import capture_random_states
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,9 @@ class UG2Dataset(Dataset):
 
     Training item: ``inputs`` float32 (num_sample, 3, T, S, S), ``label``, ``index``, ``probs`` float32
     (num_classes,) (CSV scores of pseudo lists, else zeros) and ``failed`` (videos that failed to decode while
-    producing the item; they were replaced by random others).
+    producing the item; they were replaced by random others); with ``teacher_enhancement`` also
+    ``teacher_inputs``, the same shape: every clip again from the same frames enhanced by ``teacher_enhancement``,
+    through the same transform with the same random draws (crop, flip, RandAugment, erasing).
 
     Test item: ``inputs`` float32 (views * crops, 3, T, S, S) view-major, ``label``, ``index``, ``name`` (the
     CSV path) and ``ok`` (False only when ``skip_bad`` let an undecodable video through as zeros).
@@ -86,6 +90,8 @@ class UG2Dataset(Dataset):
         retries: decode attempts per video before it counts as failed.
         skip_bad: test splits: turn undecodable videos into ``ok=False`` items instead of raising.
         open_fn: ``open_fn(path, backend, threads)`` -> reader (tests inject fake videos).
+        teacher_enhancement: training splits: also return ``teacher_inputs`` (None: not made); the enhancement is
+            applied to the decoded uint8 frames (after ``enhancement``) before the transform.
     """
 
     def __init__(
@@ -114,6 +120,7 @@ class UG2Dataset(Dataset):
         retries: int = 3,
         skip_bad: bool = False,
         open_fn: OpenFn = open_video,
+        teacher_enhancement: EnhancementLike = None,
     ):
         info = split_info(split)
         self.split = split
@@ -172,6 +179,9 @@ class UG2Dataset(Dataset):
         self.retries = retries
         self.skip_bad = skip_bad
         self.open_fn = open_fn
+        if teacher_enhancement is not None and not self.training:
+            raise ValueError(f"split {split}: only training items have a teacher's copy")
+        self.teacher_enhancement = None if teacher_enhancement is None else canonical(teacher_enhancement)
         self.known_bad: set[int] = (
             set()
         )  # test splits: positions a pre-flight check found bad (skipped unread)
@@ -259,12 +269,35 @@ class UG2Dataset(Dataset):
         if not self.enhancement.is_identity:
             frames = self.enhancement(frames)
         assert self.train_transform is not None
-        clips = torch.stack([self.train_transform(frames, rng) for _ in range(self.num_sample)])
+        teacher = None
+        if self.teacher_enhancement is None:
+            clips = torch.stack([self.train_transform(frames, rng) for _ in range(self.num_sample)])
+        else:
+            clips, teacher = self._paired_clips(frames, rng)
         row = self.rows[index]
         probs = torch.zeros(self.num_classes, dtype=torch.float32)
         if row.probs is not None:
             probs = torch.tensor(row.probs, dtype=torch.float32)
-        return {"inputs": clips, "label": row.label, "index": index, "probs": probs, "failed": failed}
+        item = {"inputs": clips, "label": row.label, "index": index, "probs": probs, "failed": failed}
+        if teacher is not None:
+            item["teacher_inputs"] = teacher
+        return item
+
+    def _paired_clips(self, frames: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+        """The NUM_SAMPLE clips of ``frames`` and their teacher twins: each twin replays its clip's random draws
+        (``rng``, Python's, NumPy's and torch's generators) on the teacher-enhanced frames; the generators end
+        where the clips alone leave them, so the clips equal those of a dataset without a teacher."""
+        assert self.train_transform is not None and self.teacher_enhancement is not None
+        enhanced = self.teacher_enhancement(frames)
+        clips, twins = [], []
+        for _ in range(self.num_sample):
+            start = capture_random_states(rng)
+            clips.append(self.train_transform(frames, rng))
+            end = capture_random_states(rng)
+            start.restore(rng)
+            twins.append(self.train_transform(enhanced, rng))
+            end.restore(rng)
+        return torch.stack(clips), torch.stack(twins)
 
     def test_clip_indices(self, num_video_frames: int) -> list[list[int]]:
         """Frame indices of every temporal view of a video of ``num_video_frames`` frames."""
@@ -362,6 +395,7 @@ def build_dataset(
     views: int | None = None,
     crops: int | None = None,
     open_fn: OpenFn = open_video,
+    teacher_enhancement: EnhancementLike = None,
 ) -> UG2Dataset:
     """The dataset of ``split`` configured from ``cfg``.
 
@@ -372,6 +406,8 @@ def build_dataset(
         views, crops: test splits: temporal views and spatial crops (default TEST.NUM_ENSEMBLE_VIEWS and
             TEST.NUM_SPATIAL_CROPS); ignored for training splits.
         open_fn: reader factory (tests).
+        teacher_enhancement: training splits: items also carry ``teacher_inputs`` made with this enhancement
+            (dual-light distillation; None: not made).
     """
     info = split_info(split)
     csv_path, roots = split_paths(cfg, split)
@@ -386,8 +422,11 @@ def build_dataset(
             crop_size=cfg.DATA.TRAIN_CROP_SIZE,
             train_transform=build_train_transform(cfg),
             num_sample=cfg.AUG.NUM_SAMPLE,
+            teacher_enhancement=teacher_enhancement,
             **common,
         )
+    if teacher_enhancement is not None:
+        raise ValueError(f"split {split}: only training splits make a teacher's copy of their clips")
     return UG2Dataset(
         split,
         csv_path,

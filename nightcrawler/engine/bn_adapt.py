@@ -119,7 +119,8 @@ def bn_source_cfg(
     cfg: CfgNode, videos: str | Path | None, video_root: str | Path | None, workdir: Path
 ) -> CfgNode:
     """A copy of ``cfg`` whose ``train_unlabel`` split reads ``videos`` (a folder of videos, or a video list
-    with ``path,label`` rows relative to ``video_root`` / the list's folder); None keeps ``BN.SPLIT``."""
+    with ``path,label`` rows relative to ``video_root`` / the list's folder), for the BN statistics and TENT;
+    None keeps ``BN.SPLIT`` and ``TENT.SPLIT``."""
     from nightcrawler.data.csvs import VideoRow, list_videos, write_video_list
 
     cfg = cfg.clone()
@@ -141,6 +142,7 @@ def bn_source_cfg(
     cfg.DATA.ROOT_DARK = str(root)
     cfg.DATA.ROOT_FALLBACK = False
     cfg.BN.SPLIT = "train_unlabel"
+    cfg.TENT.SPLIT = "train_unlabel"
     return cfg
 
 
@@ -156,7 +158,11 @@ def adapt_checkpoint(
     (``videos``, or the ``BN.SPLIT`` split of the config; ``BN.NUM_BATCHES_PRECISE`` batches of one training
     process's share of ``TRAIN.BATCH_SIZE`` videos, training augmentation, enhancement ``ENHANCE.BN``) and writes ``output``
     atomically: the input's content (epoch, optimiser state, ...) with the new ``model_state`` and a
-    ``bn_adaptation`` record. Returns that record. Runs in one process (CPU, or GPU 0 with NUM_GPUS > 0)."""
+    ``bn_adaptation`` record. Returns that record. Runs in one process (CPU, or GPU 0 with NUM_GPUS > 0).
+
+    With ``TENT.ENABLE`` the BatchNorm affine parameters are then tuned by entropy minimisation
+    (:mod:`nightcrawler.engine.tent`) on the same videos (``TENT.SPLIT``, or ``videos``) and the record gains a
+    ``tent`` entry (steps, entropy before/after)."""
     import tempfile
 
     from nightcrawler.config.checks import processes_per_machine
@@ -169,7 +175,8 @@ def adapt_checkpoint(
     with tempfile.TemporaryDirectory(prefix="nc_adapt_bn_") as tmp:
         cfg = bn_source_cfg(cfg, videos, video_root, Path(tmp))
         # the per-process batch of the training run (the original: TRAIN.BATCH_SIZE / NUM_GPUS videos)
-        batch_size = max(1, cfg.TRAIN.BATCH_SIZE // (processes_per_machine(cfg) * cfg.NUM_SHARDS))
+        processes = processes_per_machine(cfg) * cfg.NUM_SHARDS
+        batch_size = max(1, cfg.TRAIN.BATCH_SIZE // processes)
         cfg.NUM_GPUS = min(cfg.NUM_GPUS, 1)
         device = torch.device("cuda", 0) if cfg.NUM_GPUS else torch.device("cpu")
         seed_everything(cfg.RNG_SEED)
@@ -177,10 +184,18 @@ def adapt_checkpoint(
         report = load_pretrained(model, checkpoint, num_classes=cfg.MODEL.NUM_CLASSES, strict=True)
         require_trained_classifier(model, report)
         logger.info("adapt BN: %s", report.summary())
+        model.to(device)
         enhancement = phase_enhancement(cfg, "bn")
         loader = build_loader(cfg, cfg.BN.SPLIT, enhancement=enhancement, batch_size=batch_size)
         before = {k: v.clone() for k, v in model.state_dict().items()}
         used = adapt_bn_statistics(model, loader, cfg.BN.NUM_BATCHES_PRECISE, device)
+        tent = None
+        if cfg.TENT.ENABLE:  # then the affine parameters, on one process's share of TENT.BATCH_SIZE videos
+            from nightcrawler.engine.tent import adapt_with_tent
+
+            tent = adapt_with_tent(
+                cfg, model, device, batch_size=max(1, cfg.TENT.BATCH_SIZE // processes)
+            ).as_dict()
         after = model.state_dict()
         changed = sorted(k for k in after if not torch.equal(before[k], after[k]))
         record = {
@@ -192,6 +207,8 @@ def adapt_checkpoint(
             "bn_layers": len(bn_layers(model)),
             "changed_tensors": len(changed),
         }
+        if tent is not None:
+            record["tent"] = tent
     original = read_checkpoint(checkpoint)
     out = dict(original) if isinstance(original, dict) and "model_state" in original else {"epoch": -1}
     out["model_state"] = {k: v.cpu() for k, v in after.items()}

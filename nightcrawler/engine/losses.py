@@ -1,4 +1,5 @@
-"""Training losses and the pseudo-label helpers (confidence mask, soft targets).
+"""Training losses, the pseudo-label helpers (confidence mask, soft targets) and the unlabelled-clip losses
+(prediction entropy for TENT, the soft-target distillation loss).
 
 The experiments use ``soft_cross_entropy``: ``mean_b sum_c -y_bc * log_softmax(z_b)_c`` on the (mixed,
 label-smoothed) targets; with hard integer labels the same function is the ordinary cross-entropy.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from nightcrawler.models.registry import OUTPUT_KINDS
 
 LOSS_FUNCS = ("soft_cross_entropy", "cross_entropy")
 
@@ -69,3 +72,38 @@ def soft_targets_from_probs(
             "pseudo-label probabilities must have a positive sum per row (check the CSV's p0..pC)"
         )
     return torch.softmax(torch.log(p + eps) / temperature, dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------------- unlabelled
+def log_probabilities(outputs: torch.Tensor, kind: str = "logits") -> torch.Tensor:
+    """Class log-probabilities (float32) of model outputs (N, C): ``log_softmax`` of logits, or the renormalised
+    log of probabilities (a model whose card says it applies softmax itself in eval mode, e.g. MViT). Both are
+    differentiable; ``log_softmax(log p) = log_softmax(z)`` when ``p = softmax(z)``."""
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"outputs must be one of {OUTPUT_KINDS}, got {kind!r}")
+    x = outputs.float()
+    if kind == "probabilities":
+        x = torch.log(x.clamp_min(torch.finfo(torch.float32).tiny))
+    return F.log_softmax(x, dim=-1)
+
+
+def prediction_entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of each row of class log-probabilities (N, C) -> (N,)."""
+    return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Hinton's soft-target loss: ``T^2 * mean_n KL(softmax(t_n / T) || softmax(s_n / T))``, float32.
+
+    ``teacher_log_probs`` are the teacher's class log-probabilities (:func:`log_probabilities`; they stand for
+    its logits up to a per-row constant, which the temperature softmax ignores). The ``T^2`` factor keeps the
+    gradient scale of the soft term independent of ``T``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"the distillation temperature must be positive, got {temperature}")
+    student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_log_probs.float().detach() / temperature, dim=-1)
+    kl = F.kl_div(student, teacher, reduction="none", log_target=True).sum(dim=-1)
+    return kl.mean() * temperature**2

@@ -18,6 +18,10 @@ e.g. ``_g0.45``, when its enhancement differs from the main one, ``ENHANCE.TEST`
 3x3, 1x1 of anything with the centre crop and the middle view) reuse that pass's clip outputs; others get a
 pass of their own. Either way the PKL equals the one a separate run of that setting writes.
 
+With ``TENT.ENABLE`` the loaded model's BatchNorm affine parameters are first tuned by entropy minimisation on
+unlabelled dark clips (:mod:`nightcrawler.engine.tent`; the entropy before/after is logged); then every split is
+scored with the tuned model.
+
 Checkpoint priority (the original's): ``TEST.CHECKPOINT_FILE_PATH`` -> ``OUTPUT_DIR/best.pyth`` when
 ``TEST.TEST_BEST`` -> the last file in ``OUTPUT_DIR/checkpoints`` -> ``TRAIN.CHECKPOINT_FILE_PATH`` -> the
 model as built (random weights, or ``PRETRAIN_NAME`` zoo weights), with a warning.
@@ -424,6 +428,10 @@ def test(cfg: CfgNode, open_fn=None) -> list[TestResult]:
     for split in splits:
         known_bad[split] = preflight_check(cfg, split)
     model = build_test_model(cfg)
+    if cfg.TENT.ENABLE:  # BatchNorm affine parameters tuned on unlabelled dark clips before any scoring
+        from nightcrawler.engine.tent import adapt_with_tent
+
+        adapt_with_tent(cfg, model, job_device(cfg.NUM_GPUS), open_fn=open_fn)
     results: list[TestResult] = []
     for split in splits:
         by_setting: dict[TTASetting, TestResult] = {}

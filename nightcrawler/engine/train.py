@@ -10,6 +10,9 @@ Pseudo-label switches (original behaviour by default): ``TRAIN.PSEUDO_APPLY_THRE
 ``TRAIN.THRESHOLD`` confidence rule to the pseudo loss (the original computes it and drops it);
 ``TRAIN.PSEUDO_SOFT_TARGETS`` trains on the CSV probabilities (sharpened by ``MODEL.SOFT_T``) instead of the
 hard CSV label; ``TRAIN.PSEUDO_LOSS_WEIGHT`` scales the pseudo step's loss.
+
+``DISTILL.ENABLE`` (off by default) adds a frozen teacher's soft targets, computed on enhanced twins of the
+clips, to the loss of the ``DISTILL.SPLITS`` batches (:mod:`nightcrawler.engine.distill`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from nightcrawler.engine.checkpointer import resolve_start
+from nightcrawler.engine.distill import Distillation, SoftTargets, distill_enhancement
 from nightcrawler.engine.hooks import EpochState, Hook, default_hooks, epoch_flags
 from nightcrawler.engine.losses import (
     confidence_mask,
@@ -94,16 +98,20 @@ def optimisation_step(
     *,
     weight: float = 1.0,
     select: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    distill: SoftTargets | None = None,
     where: str = "",
 ) -> StepResult:
     """Forward (autocast), soft-target cross-entropy, scaled backward, unscale, clip the total gradient
     L2 norm, step, scaler update. ``select(logits)`` gives a mask of the clips that count in the loss
-    (an empty mask still steps, with zero gradients, so distributed processes stay in step)."""
+    (an empty mask still steps, with zero gradients, so distributed processes stay in step). ``distill``: a
+    teacher's soft targets joined to the loss (dual-light distillation)."""
     with precision.autocast():
         logits = model(inputs)
     per_sample = soft_target_cross_entropy(logits, targets, reduction="none")
     mask = select(logits) if select is not None else None
     loss = masked_mean(per_sample, mask)
+    if distill is not None:
+        loss = distill.combine(logits, loss)
     if not torch.isfinite(loss):
         raise TrainingDivergedError(
             f"training diverged: the loss is {loss.item()} at {where}; stopped before this step, the "
@@ -139,6 +147,7 @@ class TrainingRun:
     lr_iters_per_epoch: int  # iterations per epoch as the LR schedule counts them
     clip_norm: float | None
     reporter: TrainingReporter
+    distill: Distillation | None = None  # dual-light distillation (DISTILL.ENABLE)
 
     def batch_iterator(self) -> Iterator[tuple[dict, dict | None]]:
         if self.pseudo is None:
@@ -204,8 +213,14 @@ def build_run(
     optimizer = build_optimizer(cfg, model)
     precision = Precision.from_cfg(cfg, device)
     start = resolve_start(cfg, model, optimizer, precision.scaler)
-    labelled = build_loader(cfg, "train_label")
-    pseudo = build_loader(cfg, "train_pseudo_label") if cfg.DATA.PSEUDO_CSV else None
+    labelled = build_loader(cfg, "train_label", teacher_enhancement=distill_enhancement(cfg, "train_label"))
+    pseudo = (
+        build_loader(
+            cfg, "train_pseudo_label", teacher_enhancement=distill_enhancement(cfg, "train_pseudo_label")
+        )
+        if cfg.DATA.PSEUDO_CSV
+        else None
+    )
     if len(labelled) == 0 or (pseudo is not None and len(pseudo) == 0):
         raise ValueError(
             "a training loader has no full batch: TRAIN.BATCH_SIZE per process exceeds the videos of "
@@ -227,6 +242,7 @@ def build_run(
         lr_iters_per_epoch=n_lr,
         clip_norm=_clip_norm(cfg),
         reporter=TrainingReporter(cfg),
+        distill=Distillation.from_cfg(cfg, device, precision.autocast),
     )
     logger.info(
         "training %s from epoch %d (%s%s): %d iterations/epoch%s, precision %s",
@@ -290,6 +306,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> TrainMeter:
         lr = run.schedule.lr_at(epoch + it / run.lr_iters_per_epoch)
         set_lr(run.optimizer, lr)
         where = f"epoch {epoch + 1}, iteration {it + 1}"
+        soft = run.distill.soft_targets(batch, "train_label", run.mixup) if run.distill is not None else None
         x, targets = labelled_inputs(run, batch)
         step = optimisation_step(
             run.model,
@@ -298,12 +315,18 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> TrainMeter:
             x,
             targets,
             run.clip_norm,
+            distill=soft,
             where=f"{where} (labelled batch)",
         )
         values = dict(
             zip(("loss", "top1_err", "top5_err"), [step.loss, *batch_topk_errors(step.logits, targets)])
         )
         if pseudo_batch is not None:
+            psoft = (
+                run.distill.soft_targets(pseudo_batch, "train_pseudo_label", run.mixup)
+                if run.distill is not None
+                else None
+            )
             px, ptargets = pseudo_inputs(run, pseudo_batch)
             pstep = optimisation_step(
                 run.model,
@@ -314,6 +337,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> TrainMeter:
                 run.clip_norm,
                 weight=cfg.TRAIN.PSEUDO_LOSS_WEIGHT,
                 select=select,
+                distill=psoft,
                 where=f"{where} (pseudo-labelled batch)",
             )
             values.update(pseudo_loss=pstep.loss, pseudo_kept=pstep.kept)
