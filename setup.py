@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
     "PyYAML==6.0.4",
+    "kornia==0.9.0",  # the clahe enhancement (kornia.enhance.equalize_clahe)
     "torchcodec==0.17.0",  # optional backend: needs FFmpeg's shared libraries (scripts/setup.sh installs them)
 ]
 EXTRAS = {
