@@ -63,16 +63,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-pretrain", action="store_true", help="train the tiny models from scratch")
     p.add_argument("--fresh", action="store_true", help="ignore finished seeds' records in --workdir")
     p.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="also run these variants of configs/benchmark/variants.yaml ('all': every one) on every seed, "
+        "each compared with the original's choice on the same videos (writes variants.{json,md,png})",
+    )
+    p.add_argument(
+        "--variants-config",
+        default=None,
+        help="variants YAML (default configs/benchmark/variants.yaml beside the plan)",
+    )
+    p.add_argument(
         "--verbose", action="store_true", help="every step's output on the terminal (else run.log)"
     )
     return p.parse_args(argv)
 
 
 def plan_hash(plan_dict: dict, recipe: Path) -> str:
-    """Hash of the plan and of every recipe YAML (not the ablation variants, which the benchmark does not run):
+    """Hash of the plan and of every recipe YAML (not the ablation or beyond-the-original variants, which the base benchmark does not run):
     a seed record is reused only under the same settings."""
     h = hashlib.sha256(json.dumps(plan_dict, sort_keys=True).encode())
-    for f in sorted(p for p in recipe.glob("*.yaml") if p.name != "ablations.yaml"):
+    for f in sorted(p for p in recipe.glob("*.yaml") if p.name not in ("ablations.yaml", "variants.yaml")):
         h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -141,6 +154,12 @@ def _main(argv: list[str]) -> int:
         print(f"[benchmark] {exc}", file=sys.stderr)
         return exc.exit_code if exc.exit_code > 0 else 1  # a step's user-error code passes through
     ordered = [records[s] for s in args.seeds]
+    if args.variants:
+        try:
+            run_variants(args, plan, work, run, ordered)
+        except StepFailed as exc:
+            print(f"[benchmark] {exc}", file=sys.stderr)
+            return exc.exit_code if exc.exit_code > 0 else 1
     seconds["steps"] = _step_seconds(ordered)
     seconds["total"] = time.time() - t0
     bench = build_benchmark(
@@ -151,6 +170,41 @@ def _main(argv: list[str]) -> int:
     print(benchmark_markdown(bench))
     print(f"[benchmark] {work / 'benchmark.json'}, {work / 'benchmark.md'}, {work / 'benchmark.png'}")
     return 0
+
+
+def run_variants(args: argparse.Namespace, plan, work: Path, run: Runner, records: list[dict]) -> None:
+    """Every chosen variant on every seed (a seed's variants are rerun when its record lacks one), then the
+    variant table (paired against the original's choices) into ``work``."""
+    from nightcrawler.method.variants import (
+        VariantRun,
+        build_variant_table,
+        load_variants,
+        write_variant_table,
+    )
+
+    path = Path(args.variants_config) if args.variants_config else plan.recipe / "variants.yaml"
+    variants = load_variants(path, args.variants)
+    names = [v.name for v in variants]
+    variant_records = []
+    for record in records:
+        seed = record["seed"]
+        folder = work / f"seed_{seed}"
+        rec = folder / "variants" / "record.json"
+        if rec.is_file() and not args.fresh:
+            data = json.loads(rec.read_text())
+            if all(n in data["variants"] for n in names):
+                print(f"[benchmark] seed {seed}: reusing the variants of {rec}", flush=True)
+                variant_records.append(data)
+                continue
+        run.progress.add(len(names) * len(plan.models) * 12.0)
+        variant_records.append(VariantRun(SeedRun(plan, seed, folder, run, {}), variants)())
+    table = build_variant_table(records, variant_records, variants)
+    write_variant_table(table, work)
+    from nightcrawler.method.variants import variant_markdown
+
+    print()
+    print(variant_markdown(table))
+    print(f"[benchmark] {work / 'variants.json'}, {work / 'variants.md'}, {work / 'variants.png'}")
 
 
 def _step_seconds(records: list[dict]) -> dict[str, float]:

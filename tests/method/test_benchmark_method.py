@@ -215,3 +215,78 @@ def test_ablations_rerun_a_stage_paired_and_reuse_their_results(bench, tmp_path)
     assert "| `low_lr` |" in (work / "ablations.md").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("reusing") == 3 * len(SEEDS)
+
+
+def test_variants_run_paired_against_the_originals_choices(bench, tmp_path):
+    """--variants on one finished seed: enhancement / TENT variants at the adapt-BN level, distillation at stage 1;
+    the table's figures are those of the variant record's per-video predictions."""
+    from nightcrawler.method.variants import build_variant_table, load_variants
+
+    plan, work, _ = bench
+    config = tmp_path / "variants.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "gamma": {"doc": "reference", "level": "adapt_bn", "enhance": "gamma:value=0.25"},
+                "adaptive_gamma": {"doc": "per clip", "level": "adapt_bn", "enhance": "adaptive_gamma"},
+                "tent": {
+                    "doc": "TENT",
+                    "level": "adapt_bn",
+                    "enhance": "gamma:value=0.25",
+                    "opts": {"TENT.ENABLE": True, "TENT.STEPS": 2, "TENT.BATCH_SIZE": 2},
+                },
+                "distill": {
+                    "doc": "raw student, gamma teacher",
+                    "level": "pseudo_stage1",
+                    "opts": {"DATA.TRAIN_GAMMA": -1.0, "ENHANCE.TEST": "none", "DISTILL.ENABLE": True},
+                    "teacher": True,
+                },
+            },
+            sort_keys=False,
+        )
+    )
+    seed = SEEDS[0]
+    cmd = [sys.executable, str(REPO_ROOT / "tools" / "benchmark_method.py"), "--plan", str(plan)]
+    cmd += [
+        "--workdir",
+        str(work),
+        "--seeds",
+        str(seed),
+        "--variants",
+        "all",
+        "--variants-config",
+        str(config),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, (
+        res.stdout[-3000:] + res.stderr[-3000:] + (work / "run.log").read_text()[-3000:]
+    )
+    table = json.loads((work / "variants.json").read_text())
+    assert [r["name"] for r in table["variants"]] == ["gamma", "adaptive_gamma", "tent", "distill"]
+    record = json.loads((work / f"seed_{seed}" / "record.json").read_text())
+    variants = json.loads((work / f"seed_{seed}" / "variants" / "record.json").read_text())
+    assert variants["test_names"] == record["test_names"]
+    # the table is computed from the per-video predictions of the runs
+    again = build_variant_table([record], [variants], load_variants(config))
+    assert again["variants"] == table["variants"]
+    labels = np.asarray(record["test_labels"])
+    rows = {r["name"]: r for r in table["variants"]}
+    for name in ("gamma", "adaptive_gamma", "tent"):
+        right = np.asarray(variants["variants"][name]["ensemble"]) == labels
+        assert rows[name]["top1_mean"] == pytest.approx(right.mean())
+    ref = np.asarray(variants["variants"]["gamma"]["ensemble"]) == labels
+    tent = np.asarray(variants["variants"]["tent"]["ensemble"]) == labels
+    assert rows["tent"]["delta"]["mean"] == pytest.approx(tent.mean() - ref.mean())
+    assert rows["distill"]["reference"] == "pseudo_stage1" and "delta" in rows["distill"]
+    # TENT changed only BN affine parameters of the adapted weights; distillation trained a raw-clip student
+    sf = "sf_tiny"
+    plain = torch.load(work / f"seed_{seed}" / "variants" / "gamma" / sf / "best.pyth", weights_only=True)
+    tented = torch.load(work / f"seed_{seed}" / "variants" / "tent" / sf / "best.pyth", weights_only=True)
+    changed = [
+        k for k in plain["model_state"] if not torch.equal(plain["model_state"][k], tented["model_state"][k])
+    ]
+    state = plain["model_state"]
+    assert changed and all(  # weight / bias of layers with running statistics: BatchNorm's affine parameters
+        k.endswith((".weight", ".bias")) and f"{k.rsplit('.', 1)[0]}.running_mean" in state for k in changed
+    )
+    assert (work / "variants.md").read_text().count("| `") == 4 and (work / "variants.png").is_file()

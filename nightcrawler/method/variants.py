@@ -1,0 +1,313 @@
+"""Beyond the original: enhancement and adaptation variants run on the seeds of a finished method benchmark.
+
+Each variant (``configs/benchmark/variants.yaml``) replaces one part of the recipe and is scored on the same dark
+test videos as the original's choice, so every comparison is paired:
+
+* level ``adapt_bn``: the supervised weights with BatchNorm statistics re-estimated on the unlabelled dark videos
+  with the variant's enhancement (``tools/adapt_bn.py``, ``ENHANCE.BN``; plus the variant's overrides, e.g. TENT),
+  then the dark test with that enhancement (``ENHANCE.TEST``). Reference: the variant ``gamma`` (0.25).
+  ``learned_curve`` first trains its curve estimator on the seed's unlabelled dark videos.
+* level ``pseudo_stage1``: the stage-1 pseudo-label training on the benchmark's own stage-1 labels, with the
+  variant's overrides (``teacher: true``: the adapt-BN weights as the distillation teacher). Reference: the
+  benchmark's ``pseudo_stage1`` step.
+
+A seed's variant record (``seed_<s>/variants/record.json``) keeps every test video's prediction per variant and
+model, and the seconds of each step, from which the table's intervals, paired deltas and costs are computed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from nightcrawler.method.pipeline import ENSEMBLE, SeedRun, member_predictions
+from nightcrawler.method.stats import mcnemar_exact, paired_delta_interval, top1_interval
+from nightcrawler.utils.io import atomic_write_text
+
+LEVELS = {"adapt_bn": "gamma", "pseudo_stage1": "pseudo_stage1"}  # level -> its reference
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One entry of ``variants.yaml``."""
+
+    name: str
+    doc: str
+    level: str
+    enhance: str = ""
+    opts: dict = field(default_factory=dict)
+    enhancer_args: tuple[str, ...] = ()
+    teacher: bool = False
+
+    @property
+    def reference(self) -> str:
+        return LEVELS[self.level]
+
+
+def load_variants(path: str | Path, names: list[str] | None = None) -> list[Variant]:
+    """The variants of ``path`` (all, or ``names`` in that order; ``all`` means every one)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    known = list(data)
+    chosen = known if not names or names == ["all"] else names
+    unknown = [n for n in chosen if n not in data]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)} in {path}; known: {', '.join(known)}")
+    out = []
+    for name in chosen:
+        entry = dict(data[name])
+        level = entry.get("level", "adapt_bn")
+        if level not in LEVELS:
+            raise ValueError(
+                f"{path}: variant {name}: level must be one of {', '.join(LEVELS)}, got {level!r}"
+            )
+        if level == "adapt_bn" and not entry.get("enhance"):
+            raise ValueError(f"{path}: variant {name} (level adapt_bn) needs an 'enhance' spec")
+        out.append(
+            Variant(
+                name=name,
+                doc=str(entry.get("doc", "")),
+                level=level,
+                enhance=str(entry.get("enhance", "")),
+                opts=dict(entry.get("opts") or {}),
+                enhancer_args=tuple(str(a) for a in entry.get("enhancer_args") or ()),
+                teacher=bool(entry.get("teacher", False)),
+            )
+        )
+    if any(v.level == "adapt_bn" for v in out) and "gamma" not in [v.name for v in out]:
+        out.insert(0, load_variants(path, ["gamma"])[0])  # the adapt_bn level's reference runs too
+    return out
+
+
+class VariantRun:
+    """The variants on one finished seed (``seed``: its :class:`SeedRun`, data and experiment folders present)."""
+
+    def __init__(self, seed: SeedRun, variants: list[Variant]):
+        self.seed = seed
+        self.variants = variants
+        self.folder = seed.work / "variants"
+        seed.load_data()
+
+    def _what(self, variant: Variant, text: str) -> str:
+        return f"variant {variant.name}: {text}"
+
+    def enhancement_spec(self, variant: Variant) -> str:
+        """The variant's enhancement spec; ``learned_curve`` trains its estimator first (once per seed)."""
+        if variant.enhance.split(":")[0] != "learned_curve" or "checkpoint=" in variant.enhance:
+            return variant.enhance
+        curve = self.folder / variant.name / "curve.pyth"
+        if not curve.is_file():
+            s = self.seed
+            self.seed.run(
+                "tools/train_enhancer.py",
+                "--cfg",
+                s.plan.recipe / f"{s.plan.models[0]}.yaml",
+                "--split",
+                "train_unlabel",
+                "--out",
+                curve,
+                "--seed",
+                s.seed,
+                "--no-progress",
+                *variant.enhancer_args,
+                *_overrides(s.common()),
+                what=f"seed {s.seed}: {self._what(variant, 'curve estimator training')}",
+                units=10.0,
+            )
+        sep = "," if ":" in variant.enhance else ":"
+        return f"{variant.enhance}{sep}checkpoint={curve}"
+
+    def run_adapt_bn(self, variant: Variant) -> dict[str, Path]:
+        s = self.seed
+        spec = self.enhancement_spec(variant)
+        pkls = {}
+        for m in s.plan.models:
+            out = self.folder / variant.name / m
+            enhance = {"ENHANCE.BN": spec, "ENHANCE.TEST": spec}
+            s.adapt_bn(
+                m,
+                s.work / "exp_adapt_bn" / m / "best.pyth",
+                out,
+                self._what(variant, f"{m}: BN statistics"),
+                **enhance,
+                **variant.opts,  # e.g. TENT: applied once, here; the adapted weights are then only tested
+            )
+            tests = {"TRAIN.ENABLE": False, "TEST.DATA_SELECT": "test", "OUTPUT_DIR": str(out)}
+            s.run_net(m, self._what(variant, f"{m}: dark test"), 7.0, **enhance, **tests)
+            pkls[m] = out / s.pkl("test")
+        return pkls
+
+    def run_stage1(self, variant: Variant) -> dict[str, Path]:
+        s = self.seed
+        labels = s.data / "pseudo" / "stage1.csv"
+        if not labels.is_file():
+            raise FileNotFoundError(
+                f"{labels}: the benchmark's stage-1 pseudo labels (run the benchmark first)"
+            )
+        pkls = {}
+        for m in s.plan.models:
+            out = self.folder / variant.name / m
+            extra = dict(variant.opts)
+            if variant.teacher:
+                extra["DISTILL.TEACHER_CHECKPOINT"] = str(s.work / "exp_adapt_bn" / m / "best.pyth")
+            tests = {"TEST.DATA_SELECT": "test"}
+            opts = s.stage_options(m, labels, "exp_adapt_bn", out, tests, extra)
+            s.run_net(m, self._what(variant, f"{m}: stage-1 training and dark test"), 60.0, **opts)
+            pkls[m] = out / s.pkl("test")
+        return pkls
+
+    def __call__(self) -> dict:
+        s = self.seed
+        record: dict = {"seed": s.seed, "test_names": s.test_names, "variants": {}, "seconds": {}}
+        for variant in self.variants:
+            before = dict(s.run.seconds)
+            pkls = self.run_adapt_bn(variant) if variant.level == "adapt_bn" else self.run_stage1(variant)
+            record["variants"][variant.name] = member_predictions(pkls, s.test_names)
+            record["seconds"][variant.name] = {
+                k.split(": ", 1)[-1]: v for k, v in s.run.seconds.items() if k not in before or before[k] != v
+            }
+        atomic_write_text(self.folder / "record.json", json.dumps(record) + "\n")
+        return record
+
+
+def _overrides(mapping: dict) -> list[str]:
+    from nightcrawler.method.runner import overrides
+
+    return overrides(mapping)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _correct(preds: list[int], labels: list[int]) -> np.ndarray:
+    return np.asarray(preds) == np.asarray(labels)
+
+
+def _test_seconds(seconds: dict, level: str) -> float:
+    """Seconds of a variant's test-related steps summed over the models (its BN statistics and test runs)."""
+    keys = ("BN statistics", "dark test") if level == "adapt_bn" else ("stage-1 training",)
+    return sum(v for k, v in seconds.items() if any(w in k for w in keys))
+
+
+def build_variant_table(records: list[dict], variant_records: list[dict], variants: list[Variant]) -> dict:
+    """Per variant: ensemble and per-model top-1 (mean, 95 % CI), the paired delta against its reference and
+    against the original's gamma at the same level, and the cost in seconds per seed and per test video."""
+    labels = [r["test_labels"] for r in records]
+    models = records[0]["models"]
+    rows = []
+
+    def runs(name: str, member: str) -> list[np.ndarray]:
+        if name == "pseudo_stage1":
+            return [_correct(r["steps"]["pseudo_stage1"][member], y) for r, y in zip(records, labels)]
+        return [_correct(v["variants"][name][member], y) for v, y in zip(variant_records, labels)]
+
+    videos = float(np.mean([len(y) for y in labels]))
+    for variant in variants:
+        ens = top1_interval(runs(variant.name, ENSEMBLE))
+        row = {
+            "name": variant.name,
+            "doc": variant.doc,
+            "level": variant.level,
+            "reference": variant.reference,
+            "top1_mean": ens.mean,
+            "top1_ci95": ens.as_list(),
+            "per_model": {m: top1_interval(runs(variant.name, m)).__dict__ for m in models},
+        }
+        if variant.name != variant.reference:
+            before, after = runs(variant.reference, ENSEMBLE), runs(variant.name, ENSEMBLE)
+            d = paired_delta_interval(before, after)
+            p, lost, gained = mcnemar_exact(before, after)
+            row["delta"] = {
+                "mean": d.mean,
+                "ci95": d.as_list(),
+                "mcnemar_p": p,
+                "lost": lost,
+                "gained": gained,
+            }
+        secs = [_test_seconds(v["seconds"][variant.name], variant.level) for v in variant_records]
+        row["seconds_per_seed"] = float(np.mean(secs))
+        extra = [
+            sum(x for k, x in v["seconds"][variant.name].items() if "curve estimator" in k)
+            for v in variant_records
+        ]
+        row["enhancer_training_seconds"] = float(np.mean(extra))
+        rows.append(row)
+    by_name = {r["name"]: r for r in rows}
+    for row in rows:  # cost against the reference measured in the same run
+        ref = by_name.get(row["reference"])
+        if ref is not None and row is not ref:
+            row["extra_seconds_per_video"] = (row["seconds_per_seed"] - ref["seconds_per_seed"]) / videos
+    return {
+        "seeds": [r["seed"] for r in records],
+        "test_videos_per_seed": [len(y) for y in labels],
+        "models": models,
+        "variants": rows,
+    }
+
+
+def variant_markdown(table: dict) -> str:
+    """The table for docs/REPRODUCING.md."""
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}"
+
+    lines = [
+        f"Seeds {table['seeds']}, {table['test_videos_per_seed'][0]} dark test videos per seed, ensemble of "
+        f"{', '.join(table['models'])}; top-1 mean over seeds [95 % CI]; delta paired on the same videos.",
+        "",
+        "| variant | level | top-1 % [95 % CI] | per model | delta vs reference, points [95 % CI] (McNemar p) | "
+        "extra s / test video | notes |",
+        "|---|---|---:|---|---:|---:|---|",
+    ]
+    for r in table["variants"]:
+        per_model = ", ".join(f"{m} {pct(v['mean'])}" for m, v in r["per_model"].items())
+        d = r.get("delta")
+        delta = (
+            f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] (p={d['mcnemar_p']:.2g})"
+            if d
+            else f"reference of {r['level']}"
+        )
+        extra = r.get("extra_seconds_per_video")
+        notes = r["doc"]
+        if r["enhancer_training_seconds"]:
+            notes += f"; estimator training {r['enhancer_training_seconds']:.0f} s per seed"
+        lines.append(
+            f"| `{r['name']}` | {r['level']} | **{pct(r['top1_mean'])}** [{pct(r['top1_ci95'][0])}, "
+            f"{pct(r['top1_ci95'][1])}] | {per_model} | {delta} | "
+            f"{'' if extra is None else f'{extra:+.3f}'} | {notes} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_variants(table: dict, path: Path) -> None:
+    """Top-1 with 95 % intervals per variant, grouped by level, the reference marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table["variants"]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    for i, r in enumerate(rows):
+        lo, hi = r["top1_ci95"]
+        ref = r["name"] == r["reference"]
+        ax.errorbar(
+            100 * r["top1_mean"], i, xerr=[[100 * (r["top1_mean"] - lo)], [100 * (hi - r["top1_mean"])]],
+            fmt="s" if ref else "o", color="black" if ref else "tab:blue", capsize=3,
+        )  # fmt: skip
+    ax.set_yticks(range(len(rows)), [f"{r['name']} ({r['level']})" for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("dark test top-1 (%), mean over seeds, 95 % CI")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_variant_table(table: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "variants.json", json.dumps(table, indent=1) + "\n")
+    atomic_write_text(out_dir / "variants.md", variant_markdown(table))
+    plot_variants(table, out_dir / "variants.png")
