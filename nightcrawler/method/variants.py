@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from nightcrawler.config.loading import ConfigError
 from nightcrawler.method.pipeline import ENSEMBLE, SeedRun, member_predictions
 from nightcrawler.method.stats import mcnemar_exact, paired_delta_interval, top1_interval
 from nightcrawler.utils.io import atomic_write_text
@@ -50,22 +51,29 @@ class Variant:
 
 def load_variants(path: str | Path, names: list[str] | None = None) -> list[Variant]:
     """The variants of ``path`` (all, or ``names`` in that order; ``all`` means every one)."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(
+            f"{path}: expected a mapping of variant name -> settings (doc, level, enhance, opts)"
+        )
     known = list(data)
     chosen = known if not names or names == ["all"] else names
     unknown = [n for n in chosen if n not in data]
     if unknown:
-        raise ValueError(f"unknown variant(s) {', '.join(unknown)} in {path}; known: {', '.join(known)}")
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)} in {path}; known: {', '.join(known)}")
     out = []
     for name in chosen:
         entry = dict(data[name])
         level = entry.get("level", "adapt_bn")
         if level not in LEVELS:
-            raise ValueError(
+            raise ConfigError(
                 f"{path}: variant {name}: level must be one of {', '.join(LEVELS)}, got {level!r}"
             )
         if level == "adapt_bn" and not entry.get("enhance"):
-            raise ValueError(f"{path}: variant {name} (level adapt_bn) needs an 'enhance' spec")
+            raise ConfigError(f"{path}: variant {name} (level adapt_bn) needs an 'enhance' spec")
         out.append(
             Variant(
                 name=name,

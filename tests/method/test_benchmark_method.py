@@ -290,3 +290,21 @@ def test_variants_run_paired_against_the_originals_choices(bench, tmp_path):
         k.endswith((".weight", ".bias")) and f"{k.rsplit('.', 1)[0]}.running_mean" in state for k in changed
     )
     assert (work / "variants.md").read_text().count("| `") == 4 and (work / "variants.png").is_file()
+
+
+def test_shipped_variants_load_and_bad_variant_files_are_named(tmp_path):
+    """Every variant of configs/benchmark/variants.yaml parses (``all``, the reference first); a malformed file or an
+    unknown name is a ConfigError naming the file."""
+    from nightcrawler.config.loading import ConfigError
+    from nightcrawler.method.variants import load_variants
+
+    shipped = REPO_ROOT / "configs" / "benchmark" / "variants.yaml"
+    names = [v.name for v in load_variants(shipped, ["all"])]
+    assert names[0] == "gamma" and {"clahe", "learned_curve", "tent", "distill"} <= set(names)
+    assert [v.name for v in load_variants(shipped, ["tent"])] == ["gamma", "tent"]
+    bad = tmp_path / "variants.yaml"
+    bad.write_text("x:\n  doc: a: b\n")
+    with pytest.raises(ConfigError, match="variants.yaml: not valid YAML"):
+        load_variants(bad)
+    with pytest.raises(ConfigError, match="unknown variant.*nope"):
+        load_variants(shipped, ["nope"])
