@@ -171,8 +171,8 @@ def test_ablations_rerun_a_stage_paired_and_reuse_their_results(bench, tmp_path)
         yaml.safe_dump(
             {
                 "base": {"doc": "the recipe's stage"},
-                "low_lr": {"doc": "0.1x LR", "lr_scale": 0.1},
-                "all_rows": {"doc": "every row", "pseudo": {"selection": {"method": "all"}}},
+                # two settings in one variant keeps the test short: every row labelled, at 0.1x the LR
+                "all_rows": {"doc": "every row", "lr_scale": 0.1, "pseudo": {"selection": {"method": "all"}}},
             },
             sort_keys=False,
         )
@@ -188,7 +188,7 @@ def test_ablations_rerun_a_stage_paired_and_reuse_their_results(bench, tmp_path)
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = json.loads((work / "ablations.json").read_text())
-    assert list(out["variants"]) == ["base", "low_lr", "all_rows"] and out["seeds"] == SEEDS
+    assert list(out["variants"]) == ["base", "all_rows"] and out["seeds"] == SEEDS
     records = {s: json.loads((work / f"seed_{s}" / "record.json").read_text()) for s in SEEDS}
     start = [
         np.asarray(records[s]["steps"]["adapt_bn"]["ensemble"]) == np.asarray(records[s]["test_labels"])
@@ -212,9 +212,9 @@ def test_ablations_rerun_a_stage_paired_and_reuse_their_results(bench, tmp_path)
         assert base["result"]["preds"] == records[s]["steps"]["pseudo_stage1"]
     # every row labelled: the variant's own CSV, as many rows as unlabelled videos
     assert out["variants"]["all_rows"]["labels"]["rows"] == 15
-    assert "| `low_lr` |" in (work / "ablations.md").read_text()
+    assert "| `all_rows` |" in (work / "ablations.md").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stdout.count("reusing") == 3 * len(SEEDS)
+    assert again.returncode == 0 and again.stdout.count("reusing") == 2 * len(SEEDS)
 
 
 def test_variants_run_paired_against_the_originals_choices(bench, tmp_path):
@@ -228,7 +228,6 @@ def test_variants_run_paired_against_the_originals_choices(bench, tmp_path):
         yaml.safe_dump(
             {
                 "gamma": {"doc": "reference", "level": "adapt_bn", "enhance": "gamma:value=0.25"},
-                "adaptive_gamma": {"doc": "per clip", "level": "adapt_bn", "enhance": "adaptive_gamma"},
                 "tent": {
                     "doc": "TENT",
                     "level": "adapt_bn",
@@ -262,7 +261,7 @@ def test_variants_run_paired_against_the_originals_choices(bench, tmp_path):
         res.stdout[-3000:] + res.stderr[-3000:] + (work / "run.log").read_text()[-3000:]
     )
     table = json.loads((work / "variants.json").read_text())
-    assert [r["name"] for r in table["variants"]] == ["gamma", "adaptive_gamma", "tent", "distill"]
+    assert [r["name"] for r in table["variants"]] == ["gamma", "tent", "distill"]
     record = json.loads((work / f"seed_{seed}" / "record.json").read_text())
     variants = json.loads((work / f"seed_{seed}" / "variants" / "record.json").read_text())
     assert variants["test_names"] == record["test_names"]
@@ -271,7 +270,7 @@ def test_variants_run_paired_against_the_originals_choices(bench, tmp_path):
     assert again["variants"] == table["variants"]
     labels = np.asarray(record["test_labels"])
     rows = {r["name"]: r for r in table["variants"]}
-    for name in ("gamma", "adaptive_gamma", "tent"):
+    for name in ("gamma", "tent"):
         right = np.asarray(variants["variants"][name]["ensemble"]) == labels
         assert rows[name]["top1_mean"] == pytest.approx(right.mean())
     ref = np.asarray(variants["variants"]["gamma"]["ensemble"]) == labels
@@ -289,7 +288,7 @@ def test_variants_run_paired_against_the_originals_choices(bench, tmp_path):
     assert changed and all(  # weight / bias of layers with running statistics: BatchNorm's affine parameters
         k.endswith((".weight", ".bias")) and f"{k.rsplit('.', 1)[0]}.running_mean" in state for k in changed
     )
-    assert (work / "variants.md").read_text().count("| `") == 4 and (work / "variants.png").is_file()
+    assert (work / "variants.md").read_text().count("| `") == 3 and (work / "variants.png").is_file()
 
 
 def test_shipped_variants_load_and_bad_variant_files_are_named(tmp_path):
