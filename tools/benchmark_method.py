@@ -198,7 +198,12 @@ def run_variants(args: argparse.Namespace, plan, work: Path, run: Runner, record
                 continue
         run.progress.add(len(names) * len(plan.models) * 12.0)
         variant_records.append(VariantRun(SeedRun(plan, seed, folder, run, {}), variants)())
-    table = build_variant_table(records, variant_records, variants)
+    import yaml
+
+    from nightcrawler.method.pipeline import stage_epochs
+
+    epochs = stage_epochs(plan, yaml.safe_load((plan.recipe / "pseudo_stage.yaml").read_text()) or {})
+    table = build_variant_table(records, variant_records, variants, train_epochs=epochs)
     write_variant_table(table, work)
     from nightcrawler.method.variants import variant_markdown
 

@@ -415,8 +415,13 @@ def units_train(plan: MethodPlan, model: str, cfg) -> float:
     return epochs * per_epoch + 0.01 * _videos(plan, "dark", "arid", "test") + 5.0
 
 
+def stage_epochs(plan: MethodPlan, stage_opts: dict) -> int:
+    """Epochs of each pseudo-label stage: the plan's, else pseudo_stage.yaml's."""
+    return int(plan.pseudo_epochs or stage_opts.get("SOLVER", {}).get("MAX_EPOCH", 3))
+
+
 def units_stage(plan: MethodPlan, stage_opts: dict, last: bool) -> float:
-    epochs = plan.pseudo_epochs or stage_opts.get("SOLVER", {}).get("MAX_EPOCH", 3)
+    epochs = stage_epochs(plan, stage_opts)
     rows = _videos(plan, "dark", "arid") * (1.0 if last else 0.65)
     per_epoch = 0.04 * max(rows, _videos(plan, "labeled")) + 0.01 * _videos(plan, "arid", "dry")
     return epochs * per_epoch + 0.01 * _videos(plan, "test") * (4 if last else 1) + 5.0

@@ -43,10 +43,15 @@ class Variant:
     opts: dict = field(default_factory=dict)
     enhancer_args: tuple[str, ...] = ()
     teacher: bool = False
+    cost_reference: str = ""  # the variant whose seconds, measured in the same run, its cost is counted from
 
     @property
     def reference(self) -> str:
         return LEVELS[self.level]
+
+    @property
+    def cost_from(self) -> str:
+        return self.cost_reference or self.reference
 
 
 def load_variants(path: str | Path, names: list[str] | None = None) -> list[Variant]:
@@ -83,6 +88,7 @@ def load_variants(path: str | Path, names: list[str] | None = None) -> list[Vari
                 opts=dict(entry.get("opts") or {}),
                 enhancer_args=tuple(str(a) for a in entry.get("enhancer_args") or ()),
                 teacher=bool(entry.get("teacher", False)),
+                cost_reference=str(entry.get("cost_reference", "")),
             )
         )
     if any(v.level == "adapt_bn" for v in out) and "gamma" not in [v.name for v in out]:
@@ -198,9 +204,13 @@ def _test_seconds(seconds: dict, level: str) -> float:
     return sum(v for k, v in seconds.items() if any(w in k for w in keys))
 
 
-def build_variant_table(records: list[dict], variant_records: list[dict], variants: list[Variant]) -> dict:
-    """Per variant: ensemble and per-model top-1 (mean, 95 % CI), the paired delta against its reference and
-    against the original's gamma at the same level, and the cost in seconds per seed and per test video."""
+def build_variant_table(
+    records: list[dict], variant_records: list[dict], variants: list[Variant], train_epochs: int | None = None
+) -> dict:
+    """Per variant: ensemble and per-model top-1 (mean, 95 % CI), the paired delta against its reference (the
+    original's choice at the same level), and its cost against the variant it is costed from, measured in the same
+    run: extra seconds per test video (adapt-BN level: BN statistics and test) or per training epoch
+    (``train_epochs`` epochs of stage-1 training)."""
     labels = [r["test_labels"] for r in records]
     models = records[0]["models"]
     rows = []
@@ -242,10 +252,16 @@ def build_variant_table(records: list[dict], variant_records: list[dict], varian
         row["enhancer_training_seconds"] = float(np.mean(extra))
         rows.append(row)
     by_name = {r["name"]: r for r in rows}
-    for row in rows:  # cost against the reference measured in the same run
-        ref = by_name.get(row["reference"])
-        if ref is not None and row is not ref:
-            row["extra_seconds_per_video"] = (row["seconds_per_seed"] - ref["seconds_per_seed"]) / videos
+    for variant, row in zip(variants, rows):  # cost against a variant measured in the same run
+        ref = by_name.get(variant.cost_from)
+        if ref is None or row is ref:
+            continue
+        row["cost_reference"] = ref["name"]
+        extra = row["seconds_per_seed"] - ref["seconds_per_seed"]
+        if variant.level == "adapt_bn":
+            row["extra_seconds_per_video"] = extra / videos
+        elif train_epochs:
+            row["extra_seconds_per_epoch"] = extra / train_epochs
     return {
         "seeds": [r["seed"] for r in records],
         "test_videos_per_seed": [len(y) for y in labels],
@@ -265,7 +281,7 @@ def variant_markdown(table: dict) -> str:
         f"{', '.join(table['models'])}; top-1 mean over seeds [95 % CI]; delta paired on the same videos.",
         "",
         "| variant | level | top-1 % [95 % CI] | per model | delta vs reference, points [95 % CI] (McNemar p) | "
-        "extra s / test video | notes |",
+        "extra cost (same run) | notes |",
         "|---|---|---:|---|---:|---:|---|",
     ]
     for r in table["variants"]:
@@ -276,14 +292,21 @@ def variant_markdown(table: dict) -> str:
             if d
             else f"reference of {r['level']}"
         )
-        extra = r.get("extra_seconds_per_video")
+        if "extra_seconds_per_video" in r:
+            cost = f"{r['extra_seconds_per_video']:+.3f} s / test video"
+        elif "extra_seconds_per_epoch" in r:
+            cost = f"{r['extra_seconds_per_epoch']:+.1f} s / epoch"
+        else:
+            cost = ""
+        if cost and r["cost_reference"] != r["reference"]:
+            cost += f" vs `{r['cost_reference']}`"
         notes = r["doc"]
         if r["enhancer_training_seconds"]:
             notes += f"; estimator training {r['enhancer_training_seconds']:.0f} s per seed"
         lines.append(
             f"| `{r['name']}` | {r['level']} | **{pct(r['top1_mean'])}** [{pct(r['top1_ci95'][0])}, "
             f"{pct(r['top1_ci95'][1])}] | {per_model} | {delta} | "
-            f"{'' if extra is None else f'{extra:+.3f}'} | {notes} |"
+            f"{cost} | {notes} |"
         )
     return "\n".join(lines) + "\n"
 

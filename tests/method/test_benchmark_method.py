@@ -307,3 +307,34 @@ def test_shipped_variants_load_and_bad_variant_files_are_named(tmp_path):
         load_variants(bad)
     with pytest.raises(ConfigError, match="unknown variant.*nope"):
         load_variants(shipped, ["nope"])
+
+
+def test_variant_table_costs_are_counted_against_a_variant_of_the_same_run():
+    """Extra seconds per test video at the adapt-BN level, per epoch at stage 1 (against ``cost_reference``)."""
+    from nightcrawler.method.variants import Variant, build_variant_table, variant_markdown
+
+    labels = [0, 1, 2, 0]
+    records = [
+        {"seed": 0, "models": ["m"], "test_labels": labels, "steps": {"pseudo_stage1": {"ensemble": labels}}}
+    ]
+    preds = {"ensemble": [0, 1, 0, 0], "m": [0, 1, 0, 0]}
+    secs = {
+        "gamma": {"m: BN statistics": 4.0, "m: dark test": 8.0},
+        "clahe": {"m: BN statistics": 6.0, "m: dark test": 10.0},
+        "raw": {"m: stage-1 training and dark test": 40.0},
+        "distill": {"m: stage-1 training and dark test": 52.0},
+    }
+    variants = [
+        Variant("gamma", "ref", "adapt_bn", enhance="gamma"),
+        Variant("clahe", "c", "adapt_bn", enhance="clahe"),
+        Variant("raw", "r", "pseudo_stage1"),
+        Variant("distill", "d", "pseudo_stage1", teacher=True, cost_reference="raw"),
+    ]
+    recs = [{"seed": 0, "variants": {v.name: preds for v in variants}, "seconds": secs}]
+    rows = {r["name"]: r for r in build_variant_table(records, recs, variants, train_epochs=4)["variants"]}
+    assert rows["clahe"]["extra_seconds_per_video"] == pytest.approx(4.0 / len(labels))
+    assert rows["distill"]["extra_seconds_per_epoch"] == pytest.approx(12.0 / 4)
+    assert "extra_seconds_per_epoch" not in rows["raw"]  # its reference ran in another run: no same-run cost
+    assert rows["distill"]["delta"]["mean"] == pytest.approx(0.75 - 1.0)
+    text = variant_markdown(build_variant_table(records, recs, variants, train_epochs=4))
+    assert "+3.0 s / epoch vs `raw`" in text and "+1.000 s / test video" in text
