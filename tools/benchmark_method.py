@@ -179,6 +179,7 @@ def run_variants(args: argparse.Namespace, plan, work: Path, run: Runner, record
         VariantRun,
         build_variant_table,
         load_variants,
+        variant_units,
         write_variant_table,
     )
 
@@ -196,7 +197,7 @@ def run_variants(args: argparse.Namespace, plan, work: Path, run: Runner, record
                 print(f"[benchmark] seed {seed}: reusing the variants of {rec}", flush=True)
                 variant_records.append(data)
                 continue
-        run.progress.add(len(names) * len(plan.models) * 12.0)
+        run.progress.add(sum(variant_units(v, len(plan.models)) for v in variants))
         variant_records.append(VariantRun(SeedRun(plan, seed, folder, run, {}), variants)())
     import yaml
 

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from nightcrawler.config.loading import ConfigError
-from nightcrawler.method.pipeline import ENSEMBLE, SeedRun, member_predictions
+from nightcrawler.method.pipeline import ENSEMBLE, UNITS_ADAPT, SeedRun, member_predictions
 from nightcrawler.method.stats import mcnemar_exact, paired_delta_interval, top1_interval
 from nightcrawler.utils.io import atomic_write_text
 
@@ -96,6 +96,18 @@ def load_variants(path: str | Path, names: list[str] | None = None) -> list[Vari
     return out
 
 
+# progress units of each kind of step (about its seconds on the benchmark's 2-core machine)
+UNITS_TEST, UNITS_STAGE1, UNITS_CURVE = 7.0, 60.0, 60.0
+
+
+def variant_units(variant: Variant, models: int) -> float:
+    """Progress units of one variant on one seed (the runner's progress bar and time estimate)."""
+    if variant.level != "adapt_bn":
+        return models * UNITS_STAGE1
+    curve = UNITS_CURVE if variant.enhance.split(":")[0] == "learned_curve" else 0.0
+    return curve + models * (UNITS_ADAPT + UNITS_TEST)
+
+
 class VariantRun:
     """The variants on one finished seed (``seed``: its :class:`SeedRun`, data and experiment folders present)."""
 
@@ -129,7 +141,7 @@ class VariantRun:
                 *variant.enhancer_args,
                 *_overrides(s.common()),
                 what=f"seed {s.seed}: {self._what(variant, 'curve estimator training')}",
-                units=10.0,
+                units=UNITS_CURVE,
             )
         sep = "," if ":" in variant.enhance else ":"
         return f"{variant.enhance}{sep}checkpoint={curve}"
@@ -150,7 +162,7 @@ class VariantRun:
                 **variant.opts,  # e.g. TENT: applied once, here; the adapted weights are then only tested
             )
             tests = {"TRAIN.ENABLE": False, "TEST.DATA_SELECT": "test", "OUTPUT_DIR": str(out)}
-            s.run_net(m, self._what(variant, f"{m}: dark test"), 7.0, **enhance, **tests)
+            s.run_net(m, self._what(variant, f"{m}: dark test"), UNITS_TEST, **enhance, **tests)
             pkls[m] = out / s.pkl("test")
         return pkls
 
@@ -169,7 +181,7 @@ class VariantRun:
                 extra["DISTILL.TEACHER_CHECKPOINT"] = str(s.work / "exp_adapt_bn" / m / "best.pyth")
             tests = {"TEST.DATA_SELECT": "test"}
             opts = s.stage_options(m, labels, "exp_adapt_bn", out, tests, extra)
-            s.run_net(m, self._what(variant, f"{m}: stage-1 training and dark test"), 60.0, **opts)
+            s.run_net(m, self._what(variant, f"{m}: stage-1 training and dark test"), UNITS_STAGE1, **opts)
             pkls[m] = out / s.pkl("test")
         return pkls
 
