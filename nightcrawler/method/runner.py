@@ -1,8 +1,20 @@
-"""Runs the project's entry points (``tools/*.py``, the stage and vote scripts) as subprocesses, with a log and
-a progress line per step (elapsed time and an estimate of what is left)."""
+"""Runs the project's entry points (``tools/*.py``, the stage and vote scripts) as child processes, with a log and
+a progress line per step (elapsed time and an estimate of what is left).
+
+Two ways to start a step, same isolation (each step is its own process, its exit code decides):
+
+* ``subprocess``: ``python script args``, a fresh interpreter that imports torch again (about 3 s on 2 cores);
+* ``fork`` (default): a launcher started once with torch and the package imported (:mod:`.zygote`) forks a child
+  per step, which runs the script as ``__main__`` with the same ``sys.argv``, working folder, environment and
+  output.
+
+``NIGHTCRAWLER_LAUNCH`` (``fork`` / ``subprocess``) overrides the default; platforms without ``fork`` use
+``subprocess``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +27,62 @@ from nightcrawler.utils.errors import EXIT_CONFIG
 
 # the steps are scripts of the git checkout (tools/*.py, exp_*/); an installed copy has none of them
 REPO = checkout_root() or PACKAGE_DIR.parent
+
+
+LAUNCH_MODES = ("fork", "subprocess")
+
+
+def default_launch() -> str:
+    """``NIGHTCRAWLER_LAUNCH`` if set, else ``fork`` where the platform has it."""
+    mode = os.environ.get("NIGHTCRAWLER_LAUNCH", "").strip().lower()
+    if mode:
+        if mode not in LAUNCH_MODES:
+            raise StepFailed(
+                f"NIGHTCRAWLER_LAUNCH must be one of {', '.join(LAUNCH_MODES)}, got {mode!r}", EXIT_CONFIG
+            )
+        return mode
+    return "fork" if hasattr(os, "fork") else "subprocess"
+
+
+class _Launcher:
+    """The warm launcher process (:mod:`nightcrawler.method.zygote`) and its two pipes."""
+
+    def __init__(self, output: Path | None) -> None:
+        """``output``: where the launcher's own messages (import warnings) go; None: the terminal."""
+        req_r, self._req_w = os.pipe()
+        self._rep_r, rep_w = os.pipe()
+        with open(os.devnull if output is None else output, "a", encoding="utf-8") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nightcrawler.method.zygote", str(req_r), str(rep_w)],
+                pass_fds=(req_r, rep_w),
+                cwd=REPO,
+                stdout=None if output is None else out,
+                stderr=None if output is None else subprocess.STDOUT,
+            )
+        os.close(req_r)
+        os.close(rep_w)
+        self._requests = os.fdopen(self._req_w, "w")
+        self._replies = os.fdopen(self._rep_r, "r")
+
+    def run(self, script: Path, args: list[str], env: dict, log: Path | None) -> int:
+        request = {"script": str(script), "args": args, "cwd": str(REPO), "env": env}
+        request["log"] = None if log is None else str(log)
+        try:
+            self._requests.write(json.dumps(request) + "\n")
+            self._requests.flush()
+        except BrokenPipeError:
+            raise StepFailed(
+                f"the step launcher ended (exit {self.proc.poll()}) before running {script}"
+            ) from None
+        reply = self._replies.readline()
+        if not reply:
+            raise StepFailed(f"the step launcher ended (exit {self.proc.wait()}) while running {script}")
+        return int(json.loads(reply)["exit"])
+
+    def close(self) -> None:
+        self._requests.close()
+        self._replies.close()
+        self.proc.wait()
 
 
 class StepFailed(RuntimeError):
@@ -80,11 +148,35 @@ class Progress:
 class Runner:
     """Runs ``python <script> args`` from the repository root; output goes to ``log`` (or the terminal)."""
 
-    def __init__(self, log: Path, *, verbose: bool = False, progress: Progress | None = None) -> None:
+    def __init__(
+        self, log: Path, *, verbose: bool = False, progress: Progress | None = None, launch: str | None = None
+    ) -> None:
         self.log = Path(log)
         self.verbose = verbose
         self.progress = progress
         self.seconds: dict[str, float] = {}
+        self.launch = launch or default_launch()
+        if self.launch not in LAUNCH_MODES:
+            raise ValueError(f"launch must be one of {LAUNCH_MODES}, got {self.launch!r}")
+        self._launcher: _Launcher | None = None
+
+    def _fork(self, script: Path, args: list[str], env: dict) -> int:
+        """Runs the step in a child of the warm launcher (started on first use); returns its exit code."""
+        if self._launcher is None or self._launcher.proc.poll() is not None:
+            self._launcher = _Launcher(None if self.verbose else self.log)
+        return self._launcher.run(script, args, env, None if self.verbose else self.log)
+
+    def close(self) -> None:
+        """Ends the warm launcher (also done when the runner is garbage-collected or the program exits)."""
+        if self._launcher is not None:
+            self._launcher.close()
+            self._launcher = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __call__(
         self, script: str | os.PathLike, *args: str | os.PathLike, what: str, units: float = 1.0
@@ -98,26 +190,26 @@ class Runner:
                 EXIT_CONFIG,
             )
         cmd = [sys.executable, str(REPO / script), *map(str, args)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         t0 = time.time()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "a", encoding="utf-8") as log:
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
-            proc = subprocess.run(
-                cmd,
-                cwd=REPO,
-                stdout=None if self.verbose else log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+            if self.launch == "fork":
+                returncode = self._fork(REPO / script, cmd[2:], env)
+            else:
+                returncode = subprocess.run(
+                    cmd, cwd=REPO, stdout=None if self.verbose else log, stderr=subprocess.STDOUT, env=env
+                ).returncode
         seconds = time.time() - t0
-        if proc.returncode != 0:
+        if returncode != 0:
             reason = _last_error_line(self.log) if not self.verbose else None
             raise StepFailed(
-                f"step failed ({what}, exit {proc.returncode})"
+                f"step failed ({what}, exit {returncode})"
                 + (f": {reason.removeprefix('error: ')}" if reason else "")
                 + f"; see {self.log} for its output",
-                proc.returncode,
+                returncode,
             )
         self.seconds[what] = seconds
         if self.progress is not None:
