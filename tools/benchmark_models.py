@@ -19,7 +19,8 @@ import json
 import statistics
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -48,9 +49,37 @@ def resolve_config(name: str) -> Path:
     raise FileNotFoundError(f"no config {name!r}: neither a file nor configs/models/{name}.yaml")
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA); a no-op on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
+    """bf16 autocast on ``device`` for ``precision == "bf16"``; no autocast (fp32) otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def time_iterations(step: Callable[[], object], device: torch.device, *, iters: int, warmup: int) -> dict:
+    """Runs ``step`` ``warmup`` times untimed, then ``iters`` times timed (synchronised after each).
+
+    Returns the best and median seconds per iteration and, on CUDA, the peak memory allocated during the timed
+    iterations in GiB (``peak_gib``; None on the CPU)."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"best_seconds": min(times), "median_seconds": statistics.median(times), "peak_gib": peak}
 
 
 def time_model(
@@ -65,11 +94,7 @@ def time_model(
 ) -> dict:
     """Best and median seconds per iteration (and CUDA peak memory) of one configuration."""
     device = x.device
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else nullcontext()
-    )
+    autocast = autocast_context(device, precision)
     model.train(mode == "fwdbwd")
 
     def step() -> None:
@@ -82,19 +107,7 @@ def time_model(
         if mode == "fwdbwd":
             model.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"best_seconds": min(times), "median_seconds": statistics.median(times), "peak_gib": peak}
+    return time_iterations(step, device, iters=iters, warmup=warmup)
 
 
 def benchmark(args: argparse.Namespace) -> list[dict]:
