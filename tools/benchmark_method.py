@@ -173,32 +173,22 @@ def _main(argv: list[str]) -> int:
 
 
 def run_variants(args: argparse.Namespace, plan, work: Path, run: Runner, records: list[dict]) -> None:
-    """Every chosen variant on every seed (a seed's variants are rerun when its record lacks one), then the
-    variant table (paired against the original's choices) into ``work``."""
+    """Every chosen variant on every seed (one a seed's record lacks, or holds under other settings, runs; the
+    others are reused), then the variant table (paired against the original's choices) into ``work``."""
     from nightcrawler.method.variants import (
         VariantRun,
         build_variant_table,
         load_variants,
-        variant_units,
         write_variant_table,
     )
 
     path = Path(args.variants_config) if args.variants_config else plan.recipe / "variants.yaml"
     variants = load_variants(path, args.variants)
-    names = [v.name for v in variants]
     variant_records = []
     for record in records:
         seed = record["seed"]
         folder = work / f"seed_{seed}"
-        rec = folder / "variants" / "record.json"
-        if rec.is_file() and not args.fresh:
-            data = json.loads(rec.read_text())
-            if all(n in data["variants"] for n in names):
-                print(f"[benchmark] seed {seed}: reusing the variants of {rec}", flush=True)
-                variant_records.append(data)
-                continue
-        run.progress.add(sum(variant_units(v, len(plan.models)) for v in variants))
-        variant_records.append(VariantRun(SeedRun(plan, seed, folder, run, {}), variants)())
+        variant_records.append(VariantRun(SeedRun(plan, seed, folder, run, {}), variants)(fresh=args.fresh))
     import yaml
 
     from nightcrawler.method.pipeline import stage_epochs

@@ -18,6 +18,7 @@ model, and the seconds of each step, from which the table's intervals, paired de
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,17 @@ class Variant:
     @property
     def reference(self) -> str:
         return LEVELS[self.level]
+
+    @property
+    def settings(self) -> dict:
+        """What decides the variant's runs (a finished run is reused only under the same settings)."""
+        return {
+            "level": self.level,
+            "enhance": self.enhance,
+            "opts": self.opts,
+            "enhancer_args": list(self.enhancer_args),
+            "teacher": self.teacher,
+        }
 
     @property
     def cost_from(self) -> str:
@@ -185,17 +197,40 @@ class VariantRun:
             pkls[m] = out / s.pkl("test")
         return pkls
 
-    def __call__(self) -> dict:
+    def __call__(self, fresh: bool = False) -> dict:
+        """Runs the variants this seed's ``variants/record.json`` lacks (or holds under other settings, or all with
+        ``fresh``), keeping the others; the record is rewritten after each variant, so a stopped run loses none."""
         s = self.seed
-        record: dict = {"seed": s.seed, "test_names": s.test_names, "variants": {}, "seconds": {}}
+        path = self.folder / "record.json"
+        record: dict = {
+            "seed": s.seed,
+            "test_names": s.test_names,
+            "variants": {},
+            "seconds": {},
+            "settings": {},
+        }
+        if path.is_file() and not fresh:
+            old = json.loads(path.read_text())
+            if old.get("test_names") == s.test_names:
+                record.update({k: old.get(k, {}) for k in ("variants", "seconds", "settings")})
         for variant in self.variants:
+            if (
+                record["settings"].get(variant.name) == variant.settings
+                and variant.name in record["variants"]
+            ):
+                print(f"[benchmark] seed {s.seed}: reusing variant {variant.name}", flush=True)
+                continue
+            shutil.rmtree(self.folder / variant.name, ignore_errors=True)  # no stale checkpoint is resumed
+            if s.run.progress is not None:
+                s.run.progress.add(variant_units(variant, len(s.plan.models)))
             before = dict(s.run.seconds)
             pkls = self.run_adapt_bn(variant) if variant.level == "adapt_bn" else self.run_stage1(variant)
             record["variants"][variant.name] = member_predictions(pkls, s.test_names)
             record["seconds"][variant.name] = {
                 k.split(": ", 1)[-1]: v for k, v in s.run.seconds.items() if k not in before or before[k] != v
             }
-        atomic_write_text(self.folder / "record.json", json.dumps(record) + "\n")
+            record["settings"][variant.name] = variant.settings
+            atomic_write_text(path, json.dumps(record) + "\n")
         return record
 
 

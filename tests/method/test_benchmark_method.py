@@ -237,7 +237,12 @@ def test_variants_run_paired_against_the_originals_choices(bench, tmp_path):
                 "distill": {
                     "doc": "raw student, gamma teacher",
                     "level": "pseudo_stage1",
-                    "opts": {"DATA.TRAIN_GAMMA": -1.0, "ENHANCE.TEST": "none", "DISTILL.ENABLE": True},
+                    "opts": {
+                        "DATA.TRAIN_GAMMA": -1.0,
+                        "ENHANCE.BN": "none",
+                        "ENHANCE.TEST": "none",
+                        "DISTILL.ENABLE": True,
+                    },
                     "teacher": True,
                 },
             },
@@ -289,6 +294,10 @@ def test_variants_run_paired_against_the_originals_choices(bench, tmp_path):
         k.endswith((".weight", ".bias")) and f"{k.rsplit('.', 1)[0]}.running_mean" in state for k in changed
     )
     assert (work / "variants.md").read_text().count("| `") == 3 and (work / "variants.png").is_file()
+    # a second run reuses every variant run under the same settings
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and again.stdout.count("reusing variant") == 3
+    assert json.loads((work / "variants.json").read_text()) == table
 
 
 def test_shipped_variants_load_and_bad_variant_files_are_named(tmp_path):
