@@ -115,12 +115,15 @@ def _main(argv: list[str]) -> int:
     t0 = time.time()
     todo = []
     records: dict[int, dict] = {}
+    seconds: dict = {}
     for seed in args.seeds:
         rec = work / f"seed_{seed}" / "record.json"
         if rec.is_file() and not args.fresh:
             data = json.loads(rec.read_text())
             if data.get("plan_hash") == key:
                 records[seed] = data
+                seconds[f"seed_{seed}"] = data["seconds"]["total"]
+                seconds.setdefault("reused_seeds", []).append(seed)
                 print(f"[benchmark] seed {seed}: reusing {rec}", flush=True)
                 continue
         todo.append(seed)
@@ -134,7 +137,6 @@ def _main(argv: list[str]) -> int:
         f"log {work / 'run.log'}",
         flush=True,
     )
-    seconds: dict[str, float] = {}
     try:
         pretrained = {}
         if plan.pretrain.enable and todo:  # finished seeds need no weights
@@ -154,14 +156,16 @@ def _main(argv: list[str]) -> int:
         print(f"[benchmark] {exc}", file=sys.stderr)
         return exc.exit_code if exc.exit_code > 0 else 1  # a step's user-error code passes through
     ordered = [records[s] for s in args.seeds]
+    seconds["total"] = time.time() - t0  # the method's seeds (and pre-training), not the variants
     if args.variants:
+        mark = time.time()
         try:
             run_variants(args, plan, work, run, ordered)
         except StepFailed as exc:
             print(f"[benchmark] {exc}", file=sys.stderr)
             return exc.exit_code if exc.exit_code > 0 else 1
+        seconds["variants"] = time.time() - mark
     seconds["steps"] = _step_seconds(ordered)
-    seconds["total"] = time.time() - t0
     bench = build_benchmark(
         ordered, {**plan.to_dict(), "plan_file": str(args.plan), "plan_hash": key}, seconds
     )

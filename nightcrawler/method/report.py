@@ -210,10 +210,15 @@ def benchmark_markdown(bench: dict) -> str:
             "",
             f"Dark gap closed (final vote vs source-only, relative to normal-light val): {_pct(closed)} %.",
         ]
-    if bench.get("seconds"):
-        total = bench["seconds"].get("total")
-        if total:
-            lines.append(f"Wall time: {total / 60:.1f} min.")
+    secs = bench.get("seconds") or {}
+    if secs.get("total"):
+        line = f"Wall time: {secs['total'] / 60:.1f} min"
+        reused = secs.get("reused_seeds") or []
+        if reused:
+            took = " / ".join(f"{secs[f'seed_{s}'] / 60:.1f}" for s in reused if f"seed_{s}" in secs)
+            line += f" (seed{'s' if len(reused) > 1 else ''} {', '.join(map(str, reused))} reused from an earlier "
+            line += f"run, where {'they' if len(reused) > 1 else 'it'} took {took} min)"
+        lines.append(line + ".")
     return "\n".join(lines) + "\n"
 
 

@@ -162,6 +162,14 @@ def test_a_second_run_reuses_the_cache_and_the_finished_seeds(bench):
     assert [s["top1_per_seed"] for s in after["steps"]] == [
         s["top1_per_seed"] for s in json.loads(before)["steps"]
     ]
+    # the report names the reused seeds with the time their own runs took
+    took = [json.loads(before)["seconds"][f"seed_{s}"] for s in SEEDS]
+    assert after["seconds"]["reused_seeds"] == SEEDS
+    assert [after["seconds"][f"seed_{s}"] for s in SEEDS] == took
+    assert (
+        f"(seeds {', '.join(map(str, SEEDS))} reused from an earlier run"
+        in (work / "benchmark.md").read_text()
+    )
 
 
 def test_ablations_rerun_a_stage_paired_and_reuse_their_results(bench, tmp_path):
