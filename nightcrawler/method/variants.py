@@ -304,6 +304,13 @@ def build_variant_table(
         if ref is None or row is ref:
             continue
         row["cost_reference"] = ref["name"]
+        if (
+            variant.cost_reference and variant.cost_reference != variant.reference
+        ):  # its own baseline, paired too
+            before, after = runs(ref["name"], ENSEMBLE), runs(variant.name, ENSEMBLE)
+            d, (p, lost, gained) = paired_delta_interval(before, after), mcnemar_exact(before, after)
+            row["delta_vs_cost_reference"] = {"mean": d.mean, "ci95": d.as_list(), "mcnemar_p": p}
+            row["delta_vs_cost_reference"].update(lost=lost, gained=gained)
         extra = row["seconds_per_seed"] - ref["seconds_per_seed"]
         if variant.level == "adapt_bn":
             row["extra_seconds_per_video"] = extra / videos
@@ -348,6 +355,12 @@ def variant_markdown(table: dict) -> str:
         if cost and r["cost_reference"] != r["reference"]:
             cost += f" vs `{r['cost_reference']}`"
         notes = r["doc"]
+        own = r.get("delta_vs_cost_reference")
+        if own:
+            notes += (
+                f"; vs `{r['cost_reference']}`: {100 * own['mean']:+.1f} [{100 * own['ci95'][0]:+.1f}, "
+                f"{100 * own['ci95'][1]:+.1f}] (p={own['mcnemar_p']:.2g})"
+            )
         if r["enhancer_training_seconds"]:
             notes += f"; estimator training {r['enhancer_training_seconds']:.0f} s per seed"
         lines.append(

@@ -353,5 +353,6 @@ def test_variant_table_costs_are_counted_against_a_variant_of_the_same_run():
     assert rows["distill"]["extra_seconds_per_epoch"] == pytest.approx(12.0 / 4)
     assert "extra_seconds_per_epoch" not in rows["raw"]  # its reference ran in another run: no same-run cost
     assert rows["distill"]["delta"]["mean"] == pytest.approx(0.75 - 1.0)
+    assert rows["distill"]["delta_vs_cost_reference"]["mean"] == 0.0  # same predictions as its own baseline
     text = variant_markdown(build_variant_table(records, recs, variants, train_epochs=4))
-    assert "+3.0 s / epoch vs `raw`" in text and "+1.000 s / test video" in text
+    assert "+3.0 s / epoch vs `raw`" in text and "+1.000 s / test video" in text and "vs `raw`: +0.0" in text
