@@ -180,7 +180,9 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--modes", nargs="+", default=["fwd", "fwdbwd"], choices=["fwd", "fwdbwd"])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--json", help="also write the results to this JSON file ({torch, threads, device, rows})"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -191,7 +193,8 @@ def _main(argv: list[str]) -> int:
     if args.json:
         from nightcrawler.utils.io import atomic_write_text
 
-        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
+        meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device}
+        atomic_write_text(args.json, json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     return 0
 
 
