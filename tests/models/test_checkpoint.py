@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 
 import pytest
@@ -20,7 +19,7 @@ from nightcrawler.models.checkpoint import (
     load_weights_from_cfg,
 )
 from nightcrawler.utils.errors import EXIT_CHECKPOINT
-from tests.conftest import REPO_ROOT, parity_dir
+from tests.conftest import REPO_ROOT, load_tool, parity_dir
 
 CONFIGS = REPO_ROOT / "configs" / "models"
 
@@ -302,12 +301,7 @@ def test_guess_architecture():
 
 
 def _convert_tool():
-    spec = importlib.util.spec_from_file_location(
-        "convert_checkpoint", REPO_ROOT / "tools" / "convert_checkpoint.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("convert_checkpoint")
 
 
 def test_convert_tool_writes_clean_pyth(tmp_path, sf):

@@ -9,7 +9,6 @@ softmax.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
@@ -19,7 +18,7 @@ from nightcrawler.config import load_config
 from nightcrawler.models import build_model
 from nightcrawler.models.checkpoint import CheckpointError, guess_architecture, load_pretrained
 from nightcrawler.utils.errors import EXIT_CHECKPOINT
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_tool
 
 CONFIGS = REPO_ROOT / "configs" / "models"
 MVIT_B16X4 = CONFIGS / "mvit_b16x4.yaml"
@@ -52,12 +51,7 @@ def _eval_logits_and_probabilities(model, clip: torch.Tensor) -> tuple[torch.Ten
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location(
-        "convert_checkpoint", REPO_ROOT / "tools" / "convert_checkpoint.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("convert_checkpoint")
 
 
 @pytest.fixture(scope="module")

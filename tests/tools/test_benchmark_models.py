@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_models", REPO_ROOT / "tools" / "benchmark_models.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark_models")
 
 
 def test_tiny_models_json_rows(tmp_path):
