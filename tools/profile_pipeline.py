@@ -419,28 +419,15 @@ def profile_training(cfg: Any, model: torch.nn.Module, device: torch.device, ite
 
 def profile_test(cfg: Any, model: torch.nn.Module, device: torch.device, views: int, crops: int) -> dict:
     """One ``views`` x ``crops`` decoding pass over the ``test`` split as the tester runs it; seconds per phase."""
-    from nightcrawler.data import build_loader
-    from nightcrawler.engine.scoring import forward_plan, score_split
-    from nightcrawler.engine.test import main_enhancement, view_index_fn, write_setting
+    from nightcrawler.engine.scoring import score_split
+    from nightcrawler.engine.test import main_enhancement, plan_loader, view_index_fn, write_setting
     from nightcrawler.engine.tta import TTASetting, plan_passes
 
     clock = PhaseClock(device)
     setting = TTASetting(views, crops, main_enhancement(cfg))
     (plan,) = plan_passes([setting], view_index_fn(cfg))
     needed = plan.needed_columns()
-    per_batch, chunk = forward_plan(len(needed), cfg.TEST.BATCH_SIZE, cfg.TEST.MAX_VIEWS_PER_FORWARD)
-    loader = build_loader(
-        cfg,
-        "test",
-        batch_size=per_batch,
-        shuffle=False,
-        drop_last=False,
-        enhancement=list(plan.enhancements),
-        views=plan.views,
-        crops=plan.crops,
-        num_workers=0,
-        open_fn=timed_open_fn(clock),
-    )
+    loader, _, chunk = plan_loader(cfg, "test", plan, timed_open_fn(clock), num_workers=0)
     hooks = StepHooks(model, None, clock)
     try:
         start = clock.now()

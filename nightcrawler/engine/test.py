@@ -166,6 +166,32 @@ def view_index_fn(cfg: CfgNode):
 
 
 # ---------------------------------------------------------------------------------------------------- inference
+def plan_loader(cfg, split: str, plan, open_fn=None, **loader_kwargs):
+    """The loader of one decoding pass of ``plan`` over ``split`` (whole videos per batch, as many as
+    TEST.BATCH_SIZE clips per process allow), its videos per batch and the clips per forward; ``loader_kwargs`` go
+    to ``build_loader``."""
+    from nightcrawler.data import build_loader
+    from nightcrawler.data.decoders import open_video
+
+    clips_per_process = max(1, cfg.TEST.BATCH_SIZE // get_world_size())
+    videos_per_batch, chunk = forward_plan(
+        len(plan.needed_columns()), clips_per_process, cfg.TEST.MAX_VIEWS_PER_FORWARD
+    )
+    loader = build_loader(
+        cfg,
+        split,
+        batch_size=videos_per_batch,
+        shuffle=False,
+        drop_last=False,
+        enhancement=list(plan.enhancements),
+        views=plan.views,
+        crops=plan.crops,
+        open_fn=open_fn or open_video,
+        **loader_kwargs,
+    )
+    return loader, videos_per_batch, chunk
+
+
 def run_pass(
     model: nn.Module,
     cfg: CfgNode,
@@ -180,24 +206,9 @@ def run_pass(
     ``known_bad``: list paths the pre-flight check found bad (left out unread, TEST.SKIP_BAD_VIDEOS). In strict
     mode an undecodable video does not stop the pass: every failure is collected and the pass then raises one
     :class:`~nightcrawler.data.check.BadVideosError` listing all of them."""
-    from nightcrawler.data import build_loader
-    from nightcrawler.data.decoders import open_video
-
     split = split or cfg.TEST.DATA_SELECT
     needed = plan.needed_columns()
-    clips_per_process = max(1, cfg.TEST.BATCH_SIZE // get_world_size())
-    videos_per_batch, chunk = forward_plan(len(needed), clips_per_process, cfg.TEST.MAX_VIEWS_PER_FORWARD)
-    loader = build_loader(
-        cfg,
-        split,
-        batch_size=videos_per_batch,
-        shuffle=False,
-        drop_last=False,
-        enhancement=list(plan.enhancements),
-        views=plan.views,
-        crops=plan.crops,
-        open_fn=open_fn or open_video,
-    )
+    loader, videos_per_batch, chunk = plan_loader(cfg, split, plan, open_fn)
     dataset = loader.dataset
     strict = not dataset.skip_bad
     dataset.skip_bad = True  # strict mode: collect every failure, raise once below
