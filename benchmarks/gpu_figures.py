@@ -28,6 +28,13 @@ shipped recipe ``configs/experiments/ug2_common.yaml``: RandAugment, random resi
 at the first model's frames and crop, ``--batch`` clips per batch, with each ``--workers`` count; figure:
 clips/s once the workers' prefetch queue is drained (the first ``2 x workers + 1`` batches are not timed).
 
+``speedups`` (last, after the loader): each of ``--speedups`` (default ``channels_last compile``:
+``nightcrawler.models.speed``, what ``MODEL.CHANNELS_LAST`` and ``MODEL.COMPILE`` switch on) on a freshly built
+copy of every model, training step and 3x3 test in bf16 (fp32 where bf16 cannot run) with the fused kernel;
+each row has ``vs_plain``, its throughput over the same run's plain row of that model, workload and
+precision, and the compiled rows ``first_call_seconds`` (the first step, compilation included).
+``--compile-backend`` picks the dynamo backend (default ``inductor``; the tests trace with ``aot_eager``).
+
 ``--tiny`` swaps in the tiny configs (``uniformer_tiny mvit_tiny sf_tiny``, 8 frames x 64x64), one warm-up and
 one timed iteration, small synthetic videos and workers ``0 1``: a smoke run of every code path on a CPU
 (``--device cpu``), whose figures are no performance measurement. bf16 on the CPU uses CPU autocast; where
@@ -68,9 +75,16 @@ from nightcrawler.data.synthetic import Layout, SyntheticSpec, make_synthetic_da
 from nightcrawler.engine.losses import log_probabilities
 from nightcrawler.models.build import build_model, get_card
 from nightcrawler.models.layers import explicit_attention
+from nightcrawler.models.speed import compile_in_place, to_channels_last
 from nightcrawler.utils.cli import run_cli
 from nightcrawler.utils.io import atomic_write_text
-from tools.benchmark_models import ATTENTION_MODELS, autocast_context, resolve_config, time_iterations
+from tools.benchmark_models import (
+    ATTENTION_MODELS,
+    autocast_context,
+    resolve_config,
+    synchronize,
+    time_iterations,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FULL_MODELS = ["uniformer_b32", "mvit_b32", "sf_r101"]
@@ -79,8 +93,11 @@ RECIPE = REPO_ROOT / "configs" / "experiments" / "ug2_common.yaml"
 VIEWS, CROPS = 3, 3
 LEARNING_RATE = 1e-4  # small: the steps change the weights, which must stay finite for every later row
 PRECISIONS = ["fp32", "bf16"]
+KERNELS = ["sdpa", "explicit"]
 NO_ATTENTION = "none"
 WORKLOADS = ("train", "test3x3", "loader")
+SPEEDUPS = ("channels_last", "compile")
+PLAIN = "none"  # the speedup field of the rows measured without any
 SETTINGS = (
     "tiny",
     "models",
@@ -92,6 +109,10 @@ SETTINGS = (
     "workers",
     "loader_batches",
     "max_seconds",
+    "speedups",
+    "compile_backend",
+    "precisions",
+    "kernels",
 )  # the settings the JSON's header records
 
 
@@ -149,6 +170,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=420.0,
         help="rows not started after this many seconds are skipped (listed under 'skipped'; 0: no limit)",
+    )
+    p.add_argument(
+        "--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS, help="default: fp32 bf16"
+    )
+    p.add_argument(
+        "--kernels",
+        nargs="+",
+        default=list(KERNELS),
+        choices=KERNELS,
+        help="attention kernels of UniFormer and MViT (default: sdpa explicit)",
+    )
+    p.add_argument(
+        "--speedups",
+        nargs="*",
+        default=list(SPEEDUPS),
+        choices=SPEEDUPS,
+        help="model speed-ups measured after the loader (default: channels_last compile; none: give no name)",
+    )
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="dynamo backend of the compile rows (default inductor; aot_eager traces without code generation)",
     )
     p.add_argument("--json", help="write the rows to this JSON file (rewritten after every row)")
     args = p.parse_args(argv)
@@ -292,7 +335,7 @@ def measure_model(
     cfg = model_config(name, args)
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
-    kernels = ["sdpa", "explicit"] if cfg.MODEL.MODEL_NAME in ATTENTION_MODELS else [NO_ATTENTION]
+    kernels = list(args.kernels) if cfg.MODEL.MODEL_NAME in ATTENTION_MODELS else [NO_ATTENTION]
     common = {
         "model": name,
         "arch": cfg.MODEL.MODEL_NAME,
@@ -331,7 +374,8 @@ def measure_model(
                     free_memory(device)
                     report.skip(what, reason)
                     continue
-                report.add({**common, **what, "crop": crop, **model_figures(workload, batch, timing)})
+                figures = model_figures(workload, batch, timing)
+                report.add({**common, **what, "speedup": PLAIN, "crop": crop, **figures})
         del x
     del model
     free_memory(device)
@@ -354,6 +398,58 @@ def model_figures(workload: str, batch: int, timing: dict) -> dict:
     if workload == "test3x3":
         figures["videos_per_s"] = batch / seconds
     return figures
+
+
+def measure_speedup(
+    name: str, speedup: str, device: torch.device, args: argparse.Namespace, precision: str, report
+) -> None:
+    """The training step and 3x3 test of model ``name`` with ``speedup``, each on a fresh copy built with the
+    same seed, in ``precision`` with the fused attention kernel; ``vs_plain`` compares each row with the same
+    run's plain row. A speed-up that fails (a compiler missing, say) is skipped with its reason."""
+    cfg = model_config(name, args)
+    attention = "sdpa" if cfg.MODEL.MODEL_NAME in ATTENTION_MODELS else NO_ATTENTION
+    for workload in [w for w in ("train", "test3x3") if w in args.workloads]:
+        what = {"model": name, "workload": workload, "precision": precision, "attention": attention}
+        what["speedup"] = speedup
+        if report.over_budget():
+            report.skip(what, f"time budget of {report.max_seconds:.0f} s spent (--max-seconds)")
+            continue
+        training = workload == "train"
+        crop = cfg.DATA.TRAIN_CROP_SIZE if training else cfg.DATA.TEST_CROP_SIZE
+        batch = args.batch if training else args.test_videos
+        x = clip_batch(batch if training else batch * VIEWS * CROPS, cfg.DATA.NUM_FRAMES, crop, device)
+        torch.manual_seed(0)
+        model = build_model(cfg).to(device)
+        torch._dynamo.reset()
+        step, first = None, None
+        try:
+            if speedup == "channels_last":
+                to_channels_last(model)
+            else:
+                compile_in_place(model, backend=args.compile_backend)
+            if training:
+                step = train_step(model, x, cfg.MODEL.NUM_CLASSES, precision, False)
+            else:
+                step = test_step(model, x, batch, get_card(cfg.MODEL.MODEL_NAME).outputs, precision, False)
+            if speedup == "compile":  # the first call compiles: timed on its own, then the usual warm-up
+                start = time.perf_counter()
+                step()
+                synchronize(device)
+                first = time.perf_counter() - start
+            timing = time_iterations(step, device, iters=args.iters, warmup=args.warmup)
+        except Exception as exc:  # noqa: BLE001 - a failing speed-up is a finding, reported as a skip
+            timing, reason = None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
+        del model, x, step
+        free_memory(device)
+        torch._dynamo.reset()
+        if timing is None:
+            report.skip(what, reason)
+            continue
+        figures = model_figures(workload, batch, timing)
+        plain = report.find(name, workload, precision, attention)
+        ratio = figures["clips_per_s"] / plain["clips_per_s"] if plain else None
+        extra = {"vs_plain": ratio} | ({"first_call_seconds": first} if first is not None else {})
+        report.add({"model": name, "arch": cfg.MODEL.MODEL_NAME, **what, "crop": crop, **figures, **extra})
 
 
 # ------------------------------------------------------------------------------------------ loader rows
@@ -461,6 +557,9 @@ def format_row(row: dict) -> str:
     workload = row["workload"]
     if workload == "loader":
         workload = f"loader, {plural(row['workers'], 'worker')}"
+    elif row.get("speedup", PLAIN) != PLAIN:
+        ratio = f", {row['vs_plain']:.2f}x" if row.get("vs_plain") else ""
+        workload = f"{workload} + {row['speedup']}{ratio}"
     batch = plural(row["batch"], row["batch_unit"].rstrip("s"))
     if row["workload"] == "test3x3":
         batch += f" ({row['clips_per_iter']} clips)"
@@ -488,6 +587,14 @@ class Report:
     def over_budget(self) -> bool:
         """Whether the run has used its ``max_seconds`` (0: no limit); later rows are then skipped."""
         return bool(self.max_seconds) and time.perf_counter() - self.start > self.max_seconds
+
+    def find(self, model: str, workload: str, precision: str, attention: str) -> dict | None:
+        """The run's plain (no speed-up) row of that model, workload, precision and attention, if measured."""
+        for row in self.data["rows"]:
+            key = (row["model"], row["workload"], row["precision"], row["attention"], row.get("speedup"))
+            if key == (model, workload, precision, attention, PLAIN):
+                return row
+        return None
 
     def add(self, row: dict) -> None:
         self.data["rows"].append(row)
@@ -570,8 +677,8 @@ def _main(argv: list[str]) -> int:
     header = run_header(device, args)
     print_header(header, args)
     report = Report(args.json, header, args.max_seconds)
-    precisions = list(PRECISIONS)
-    reason = bf16_skip_reason(device)
+    precisions = [p for p in PRECISIONS if p in args.precisions]
+    reason = bf16_skip_reason(device) if "bf16" in precisions else None
     if reason:
         precisions.remove("bf16")
         report.skip({"precision": "bf16"}, reason)
@@ -579,6 +686,12 @@ def _main(argv: list[str]) -> int:
         measure_model(name, device, args, precisions, report)
     if "loader" in args.workloads:
         measure_loader(args, report)
+    if not precisions:
+        raise ConfigError(f"no precision of --precisions {' '.join(args.precisions)} can run: {reason}")
+    speedup_precision = precisions[-1]  # bf16 where it runs
+    for speedup in args.speedups:  # the quick channels-last rows of every model before any compilation
+        for name in args.models if {"train", "test3x3"} & set(args.workloads) else []:
+            measure_speedup(name, speedup, device, args, speedup_precision, report)
     report.finish()
     print(f"done in {report.data['seconds']:.0f} s" + (f"; rows in {args.json}" if args.json else ""))
     return 0

@@ -51,6 +51,9 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _choice(cfg.TRAIN.PSEUDO_EPOCH_LENGTH, ("shorter", "pseudo"), "TRAIN.PSEUDO_EPOCH_LENGTH")
     _choice(cfg.TRAIN.MIXED_PRECISION, ("fp16", "bf16", "none"), "TRAIN.MIXED_PRECISION")
     _choice(cfg.TEST.MIXED_PRECISION, ("fp16", "bf16", "none"), "TEST.MIXED_PRECISION")
+    from nightcrawler.models.speed import COMPILE_MODES
+
+    _choice(cfg.MODEL.COMPILE_MODE, COMPILE_MODES, "MODEL.COMPILE_MODE")
     if cfg.TRAIN.CHECKPOINT_TYPE != "pytorch" or cfg.TEST.CHECKPOINT_TYPE != "pytorch":
         raise ConfigError("TRAIN/TEST.CHECKPOINT_TYPE: only 'pytorch' checkpoints are supported")
     if cfg.AUG.NUM_SAMPLE < 1:

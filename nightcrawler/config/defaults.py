@@ -226,6 +226,9 @@ _C.MODEL.PRETRAIN_NAME = (
 )
 _C.MODEL.PRETRAIN_DIR = ""  # [new] folder searched for UNIFORMER/SF.PRETRAIN_NAME (empty: $NIGHTCRAWLER_PRETRAIN_DIR or ./pretrained)
 _C.MODEL.PRETRAIN_STRICT = True  # [new] PRETRAIN_NAME weights must match the model except the classifier (False: partial load, logged)
+_C.MODEL.CHANNELS_LAST = False  # [new] Conv3d weights channels-last-3d (docs/PERFORMANCE.md "Speed-ups")
+_C.MODEL.COMPILE = False  # [new] torch.compile the model in place (training, testing, prediction)
+_C.MODEL.COMPILE_MODE = "default"  # [new] torch.compile mode: default, reduce-overhead, max-autotune, ...
 
 # ---------------------------------------------------------------------------------------------------- UNIFORMER
 _C.UNIFORMER = CfgNode()

@@ -105,6 +105,7 @@ def build_test_model(cfg: CfgNode) -> nn.Module:
         load_weights_from_cfg,
         require_trained_classifier,
     )
+    from nightcrawler.models.speed import speed_up_from_cfg
 
     path, source = resolve_test_checkpoint(cfg)
     model = build_model(cfg)
@@ -119,7 +120,7 @@ def build_test_model(cfg: CfgNode) -> nn.Module:
     else:
         logger.info("testing weights from %s (%s)", path, source)
         require_trained_classifier(model, load_checkpoint_weights(model, path, cfg, strict=True))
-    model = model.to(job_device(cfg.NUM_GPUS))
+    model = speed_up_from_cfg(model.to(job_device(cfg.NUM_GPUS)), cfg)
     if path is None:
         broadcast_parameters(model)  # every process tests the same random weights
     logger.info("%s outputs %s per clip", cfg.MODEL.MODEL_NAME, get_card(cfg.MODEL.MODEL_NAME).outputs)

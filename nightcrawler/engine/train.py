@@ -204,11 +204,13 @@ def build_run(
     with the first epoch and the best metric so far."""
     from nightcrawler.data import build_loader
     from nightcrawler.models import build_model, get_card, load_weights_from_cfg
+    from nightcrawler.models.speed import speed_up_from_cfg
 
     device = job_device(cfg.NUM_GPUS)
     model = build_model(cfg)
     load_weights_from_cfg(model, cfg)  # zoo weights; a checkpoint to resume from replaces them below
     unused = get_card(cfg.MODEL.MODEL_NAME).unused_parameters
+    speed_up_from_cfg(model, cfg)  # MODEL.CHANNELS_LAST / MODEL.COMPILE (in place; keys unchanged)
     model = prepare_model(model, device, find_unused_parameters=unused)
     optimizer = build_optimizer(cfg, model)
     precision = Precision.from_cfg(cfg, device)

@@ -33,7 +33,7 @@ def _positive(value) -> bool:
 
 def test_tiny_cpu_run_reports_every_combination(tmp_path):
     out = tmp_path / "figures.json"
-    proc = _run(tmp_path, "--device", "cpu", "--tiny", "--json", str(out))
+    proc = _run(tmp_path, "--device", "cpu", "--tiny", "--compile-backend", "aot_eager", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
 
     data = json.loads(out.read_text())
@@ -50,7 +50,7 @@ def test_tiny_cpu_run_reports_every_combination(tmp_path):
     if bf16_skipped:  # a build without CPU bf16 autocast says why
         assert bf16_skipped[0]["reason"] and "bf16" in proc.stderr
 
-    models = [r for r in data["rows"] if r["workload"] != "loader"]
+    models = [r for r in data["rows"] if r["workload"] != "loader" and r["speedup"] == "none"]
     expected = [
         (name, workload, precision, attention)
         for name, arch in TINY.items()
@@ -70,6 +70,27 @@ def test_tiny_cpu_run_reports_every_combination(tmp_path):
             assert (row["batch"], row["batch_unit"], row["clips_per_iter"]) == (1, "videos", 9)
             assert _positive(row["videos_per_s"])
             assert math.isclose(row["clips_per_s"], 9 * row["videos_per_s"])
+
+    # the speed-up rows come last, each compared with the plain row of its model, workload and precision
+    speedups = [r for r in data["rows"] if r.get("speedup", "none") != "none"]
+    best = precisions[-1]
+    assert [(r["model"], r["speedup"], r["workload"], r["precision"], r["attention"]) for r in speedups] == [
+        (name, speedup, workload, best, KERNELS[arch][0])
+        for speedup in ("channels_last", "compile")
+        for name, arch in TINY.items()
+        for workload in ("train", "test3x3")
+    ]
+    plain = {(r["model"], r["workload"], r["precision"], r["attention"]): r["clips_per_s"] for r in models}
+    for row in speedups:
+        assert math.isclose(
+            row["vs_plain"], row["clips_per_s"] / plain[row["model"], row["workload"], best, row["attention"]]
+        )
+        assert (
+            _positive(row["first_call_seconds"])
+            if row["speedup"] == "compile"
+            else "first_call_seconds" not in row
+        )
+    assert data["rows"][-len(speedups) :] == speedups
 
     loaders = [r for r in data["rows"] if r["workload"] == "loader"]
     assert [(r["model"], r["workers"]) for r in loaders] == [("uniformer_tiny", 0), ("uniformer_tiny", 1)]
@@ -92,7 +113,18 @@ def test_checkpointed_model_trains_with_either_kernel(tmp_path):
     base = REPO_ROOT / "configs" / "models" / "uniformer_tiny.yaml"
     config.write_text(f"_BASE_: {base}\nMODEL:\n  USE_CHECKPOINT: True\n  CHECKPOINT_NUM: [0, 0, 3, 0]\n")
     out = tmp_path / "figures.json"
-    args = ("--device", "cpu", "--tiny", "--models", str(config), "--workloads", "train", "--warmup", "0")
+    args = (
+        "--device",
+        "cpu",
+        "--tiny",
+        "--models",
+        str(config),
+        "--workloads",
+        "train",
+        "--warmup",
+        "0",
+        "--speedups",
+    )
     proc = _run(tmp_path, *args, "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]
