@@ -323,6 +323,23 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def workload_clips(cfg, workload: str, args: argparse.Namespace, device: torch.device):
+    """``(crop, batch, clips)`` of one workload: ``--batch`` training clips at the training crop, or
+    ``--test-videos`` videos x 9 test clips at the test crop (``batch`` counts videos there)."""
+    training = workload == "train"
+    crop = cfg.DATA.TRAIN_CROP_SIZE if training else cfg.DATA.TEST_CROP_SIZE
+    batch = args.batch if training else args.test_videos
+    clips = batch if training else batch * VIEWS * CROPS
+    return crop, batch, clip_batch(clips, cfg.DATA.NUM_FRAMES, crop, device)
+
+
+def workload_step(model: nn.Module, cfg, workload: str, x, batch: int, precision: str, explicit: bool):
+    """The step :func:`time_iterations` times: :func:`train_step` or :func:`test_step` on ``x``."""
+    if workload == "train":
+        return train_step(model, x, cfg.MODEL.NUM_CLASSES, precision, explicit)
+    return test_step(model, x, batch, get_card(cfg.MODEL.MODEL_NAME).outputs, precision, explicit)
+
+
 def model_config(name: str, args: argparse.Namespace):
     """The config of model ``name`` (NUM_GPUS 0: built on the CPU), at ``--frames``/``--crop`` when given."""
     return load_config(str(resolve_config(name)), ["NUM_GPUS", 0, *size_opts(args.frames, args.crop)])
@@ -346,22 +363,13 @@ def measure_model(
         "iters": args.iters,
     }
     for workload in [w for w in ("train", "test3x3") if w in args.workloads]:
-        training = workload == "train"
-        crop = cfg.DATA.TRAIN_CROP_SIZE if training else cfg.DATA.TEST_CROP_SIZE
-        batch = args.batch if training else args.test_videos
-        x = clip_batch(batch if training else batch * VIEWS * CROPS, cfg.DATA.NUM_FRAMES, crop, device)
+        crop, batch, x = workload_clips(cfg, workload, args, device)
         for attention in kernels:
             for precision in precisions:
                 what = {"model": name, "workload": workload, "precision": precision, "attention": attention}
-                if report.over_budget():
-                    report.skip(what, f"time budget of {report.max_seconds:.0f} s spent (--max-seconds)")
+                if report.skipped_for_time(what):
                     continue
-                explicit = attention == "explicit"
-                if training:
-                    step = train_step(model, x, cfg.MODEL.NUM_CLASSES, precision, explicit)
-                else:
-                    outputs = get_card(cfg.MODEL.MODEL_NAME).outputs
-                    step = test_step(model, x, batch, outputs, precision, explicit)
+                step = workload_step(model, cfg, workload, x, batch, precision, attention == "explicit")
                 free_memory(device)
                 try:
                     timing = time_iterations(step, device, iters=args.iters, warmup=args.warmup)
@@ -411,13 +419,9 @@ def measure_speedup(
     for workload in [w for w in ("train", "test3x3") if w in args.workloads]:
         what = {"model": name, "workload": workload, "precision": precision, "attention": attention}
         what["speedup"] = speedup
-        if report.over_budget():
-            report.skip(what, f"time budget of {report.max_seconds:.0f} s spent (--max-seconds)")
+        if report.skipped_for_time(what):
             continue
-        training = workload == "train"
-        crop = cfg.DATA.TRAIN_CROP_SIZE if training else cfg.DATA.TEST_CROP_SIZE
-        batch = args.batch if training else args.test_videos
-        x = clip_batch(batch if training else batch * VIEWS * CROPS, cfg.DATA.NUM_FRAMES, crop, device)
+        crop, batch, x = workload_clips(cfg, workload, args, device)
         torch.manual_seed(0)
         model = build_model(cfg).to(device)
         torch._dynamo.reset()
@@ -427,10 +431,7 @@ def measure_speedup(
                 to_channels_last(model)
             else:
                 compile_in_place(model, backend=args.compile_backend)
-            if training:
-                step = train_step(model, x, cfg.MODEL.NUM_CLASSES, precision, False)
-            else:
-                step = test_step(model, x, batch, get_card(cfg.MODEL.MODEL_NAME).outputs, precision, False)
+            step = workload_step(model, cfg, workload, x, batch, precision, False)
             if speedup == "compile":  # the first call compiles: timed on its own, then the usual warm-up
                 start = time.perf_counter()
                 step()
@@ -511,8 +512,7 @@ def measure_loader(args: argparse.Namespace, report: Report) -> None:
         videos = max(1, args.batch // cfg.AUG.NUM_SAMPLE)
         for workers in args.workers:
             what = {"model": model, "workload": "loader", "workers": workers}
-            if report.over_budget():
-                report.skip(what, f"time budget of {report.max_seconds:.0f} s spent (--max-seconds)")
+            if report.skipped_for_time(what):
                 continue
             loader = build_loader(cfg, "train_label", batch_size=videos, num_workers=workers)
             result = time_loader(loader, 2 * workers + 1, args.loader_batches)
@@ -587,6 +587,13 @@ class Report:
     def over_budget(self) -> bool:
         """Whether the run has used its ``max_seconds`` (0: no limit); later rows are then skipped."""
         return bool(self.max_seconds) and time.perf_counter() - self.start > self.max_seconds
+
+    def skipped_for_time(self, what: dict) -> bool:
+        """Skips row ``what`` (and says so) when the run has used its ``max_seconds``."""
+        if self.over_budget():
+            self.skip(what, f"time budget of {self.max_seconds:.0f} s spent (--max-seconds)")
+            return True
+        return False
 
     def find(self, model: str, workload: str, precision: str, attention: str) -> dict | None:
         """The run's plain (no speed-up) row of that model, workload, precision and attention, if measured."""

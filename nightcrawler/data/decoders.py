@@ -56,6 +56,7 @@ frame-less files raise :class:`VideoDecodeError` naming the file.
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -521,6 +522,7 @@ def _import_torchcodec():
     return VideoDecoder
 
 
+@functools.cache  # asked on every open by ``auto``: a missing library is searched for once, not per video
 def torchcodec_available() -> bool:
     """Whether the torchcodec backend can be used here."""
     try:
@@ -608,6 +610,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto", threads: int = 1)
     return PyAVReader(probe, threads)
 
 
+@functools.cache  # asked on every open by ``auto``: a missing library is searched for once, not per video
 def decord_available() -> bool:
     """Whether the decord backend can be used here."""
     try:
