@@ -257,7 +257,8 @@ def time_workload(
     names = list(table)
     for rep in range(reps):
         # each repetition starts at the next method, so no method always follows the same one (on this
-        # machine the method right after the original's many-reader pattern ran up to ~15 % slower)
+        # machine the method right after the original's pattern measured 11-39 % slower than the same reader
+        # two places later)
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
             run = table[name]
             cpu, wall = time.process_time(), time.perf_counter()
