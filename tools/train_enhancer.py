@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from nightcrawler.config import ConfigError
+from nightcrawler.config.checks import loader_workers
 from nightcrawler.data.decoders import BackendUnavailableError, VideoDecodeError, open_video
 from nightcrawler.data.ug2 import MAX_REPLACEMENTS
 from nightcrawler.utils.cli import run_cli
@@ -61,7 +62,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--frames-per-video", type=int, default=2, help="frames decoded per drawn video (default 2)"
     )
     p.add_argument(
-        "--workers", type=int, default=None, help="loader processes (default DATA_LOADER.NUM_WORKERS or 0)"
+        "--workers",
+        type=int,
+        default=None,
+        help="loader processes (default DATA_LOADER.NUM_WORKERS; -1: auto)",
     )
     p.add_argument("--channels", type=int, default=32, help="network width (default 32)")
     p.add_argument("--depth", type=int, default=7, help="convolutions, odd (default 7)")
@@ -126,7 +130,7 @@ def video_paths(args: argparse.Namespace) -> tuple[list[str], str, int]:
         paths = [p for p in paths if os.path.isfile(p)]
     if not paths:
         raise FileNotFoundError(f"no video of {csv_path} found under {' or '.join(roots)}")
-    workers = cfg.DATA_LOADER.NUM_WORKERS if args.workers is None else args.workers
+    workers = loader_workers(cfg) if args.workers is None else args.workers
     return paths, args.backend or cfg.DATA.DECODING_BACKEND, workers
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
+from nightcrawler.config.checks import loader_workers
 from nightcrawler.data.decoders import open_video
 from nightcrawler.data.splits import split_info
 from nightcrawler.data.ug2 import SPLIT_DEFAULT, OpenFn, build_dataset, build_file_dataset
@@ -119,7 +120,7 @@ def build_loader(
         enhancement: see :func:`nightcrawler.data.ug2.build_dataset` (``"split"``: the split's own; None: off;
             a list for test splits: every video's clips with each enhancement).
         views, crops: test splits' temporal views and spatial crops (default TEST.NUM_ENSEMBLE_VIEWS/CROPS).
-        num_workers: default DATA_LOADER.NUM_WORKERS (persistent workers when > 0).
+        num_workers: default :func:`~nightcrawler.config.checks.loader_workers` (persistent workers when > 0).
         open_fn: reader factory (tests).
         teacher_enhancement: training splits: batches also carry ``teacher_inputs`` (the same clips made from
             frames with this enhancement; dual-light distillation). None (default): not made.
@@ -158,7 +159,7 @@ def build_loader(
     else:
         sampler = SequentialSampler(dataset)
 
-    workers = cfg.DATA_LOADER.NUM_WORKERS if num_workers is None else num_workers
+    workers = loader_workers(cfg) if num_workers is None else num_workers
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -189,7 +190,7 @@ def build_file_loader(
     dataset = build_file_dataset(
         cfg, paths, enhancement=enhancement, views=views, crops=crops, skip_bad=skip_bad, open_fn=open_fn
     )
-    workers = cfg.DATA_LOADER.NUM_WORKERS if num_workers is None else num_workers
+    workers = loader_workers(cfg) if num_workers is None else num_workers
     return DataLoader(
         dataset,
         batch_size=max(1, batch_size),

@@ -24,7 +24,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from yacs.config import CfgNode
 
-from nightcrawler.config.checks import apply_world_layout, processes_per_machine
+from nightcrawler.config.checks import (
+    apply_world_layout,
+    loader_workers,
+    machine_cores,
+    processes_per_machine,
+)
 from nightcrawler.config.loading import ConfigError
 from nightcrawler.utils.distributed import find_free_port, job_device
 from nightcrawler.utils.errors import exit_code_for
@@ -199,9 +204,8 @@ def cpu_threads(cfg: CfgNode, local_processes: int | None = None) -> int:
     threads slow a small model down by 10x and more)."""
     if cfg.CPU_THREADS > 0:
         return cfg.CPU_THREADS
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     procs = local_processes or processes_per_machine(cfg)
-    return max(1, cores // procs - cfg.DATA_LOADER.NUM_WORKERS)
+    return max(1, machine_cores() // procs - loader_workers(cfg, procs))
 
 
 def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: ProcessGroupSpec | None) -> None:
@@ -234,7 +238,7 @@ def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: Proce
         if rank == 0:
             logger.info(
                 "job %s: world size %d on %d machine(s), backend %s, seed %d (+rank), decoding backend %s, "
-                "torch threads %d",
+                "torch threads %d, DataLoader workers %d",
                 getattr(func, "__name__", func),
                 spec.world_size if spec else 1,
                 cfg.NUM_SHARDS,
@@ -242,6 +246,7 @@ def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: Proce
                 cfg.RNG_SEED,
                 cfg.DATA.DECODING_BACKEND,
                 torch.get_num_threads(),
+                loader_workers(cfg, spec.local_world_size if spec else 1),
             )
             logger.info("environment: %s", environment_summary())
         func(cfg)

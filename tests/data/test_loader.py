@@ -155,6 +155,16 @@ def test_worker_processes_report_failures_and_persist(tmp_path):
     assert batch["index"].tolist()[2:4] != [1, 1]  # the broken video was replaced by another one
 
 
+def test_auto_workers_resolve_per_machine(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path)
+    cfg.DATA_LOADER.NUM_WORKERS = -1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    loader = build_loader(cfg, "train_label", open_fn=fake_open(VIDEOS))
+    assert loader.num_workers == 1 and loader.persistent_workers
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert build_loader(cfg, "test", open_fn=fake_open(VIDEOS)).num_workers == 0
+
+
 class DrawRecorder:
     """open_fn serving fake videos that first records, in whichever process opens them, one draw each from
     Python's ``random``, NumPy's and torch's global generators, with the worker id and torch's initial seed,

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from nightcrawler.config import ConfigError, get_cfg
-from nightcrawler.config.checks import apply_world_layout, scaled_learning_rates
+from nightcrawler.config.checks import apply_world_layout, loader_workers, scaled_learning_rates
 from nightcrawler.engine.launch import (
     apply_slurm_layout,
     cpu_threads,
@@ -178,6 +178,30 @@ def test_cpu_threads_count_the_real_local_processes():
     assert cpu_threads(cfg, 2) == max(1, cores // 2)
     cfg.CPU_THREADS = 3
     assert cpu_threads(cfg, 2) == 3
+
+
+@pytest.mark.parametrize(
+    "cores, gpus, cpu_processes, workers, threads",
+    [
+        (2, 0, 1, 1, 1),  # this machine: one worker decodes while the main process computes
+        (1, 0, 1, 0, 1),
+        (4, 0, 2, 1, 1),  # two gloo processes: two cores each
+        (16, 1, 1, 8, 8),  # the H200 node of docs/PERFORMANCE.md: 8 workers measured fastest
+        (32, 4, 1, 7, 1),
+    ],
+)
+def test_auto_loader_workers_leave_each_process_one_core(
+    monkeypatch, cores, gpus, cpu_processes, workers, threads
+):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    cfg = get_cfg()
+    cfg.NUM_GPUS, cfg.NUM_CPU_PROCESSES = gpus, cpu_processes
+    assert cfg.DATA_LOADER.NUM_WORKERS == -1  # the default is auto
+    assert loader_workers(cfg) == workers
+    assert cpu_threads(cfg) == threads
+    cfg.DATA_LOADER.NUM_WORKERS = 3  # an explicit count is kept, whatever the machine
+    assert loader_workers(cfg) == 3
+    assert cpu_threads(cfg) == max(1, cores // max(gpus, cpu_processes) - 3)
 
 
 def _layout_cfg(num_shards: int = 1, train_batch: int = 64, test_batch: int = 8):

@@ -49,7 +49,7 @@ IMPOSSIBLE = [
     (["ENHANCE.TEST", "gamma:valu=2"], "ENHANCE.TEST"),
     (["ENHANCE.TRAIN_DARK", "not_a_method"], "ENHANCE.TRAIN_DARK"),
     (["TEST.DATA_SELECT", "nope"], "TEST.DATA_SELECT"),
-    (["DATA_LOADER.NUM_WORKERS", "-1"], "DATA_LOADER.NUM_WORKERS"),
+    (["DATA_LOADER.NUM_WORKERS", "-2"], "DATA_LOADER.NUM_WORKERS"),
 ]
 
 # paths that must exist when set (empty: unused); checked by the launcher (check_input_paths)
