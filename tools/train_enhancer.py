@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=None,
-        help="loader processes (default DATA_LOADER.NUM_WORKERS; -1: auto)",
+        help="loader processes (default: DATA_LOADER.NUM_WORKERS, resolved per machine when it is -1)",
     )
     p.add_argument("--channels", type=int, default=32, help="network width (default 32)")
     p.add_argument("--depth", type=int, default=7, help="convolutions, odd (default 7)")

@@ -70,7 +70,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--workers",
         type=int,
         default=None,
-        help="decoding worker processes (default DATA_LOADER.NUM_WORKERS; -1: auto)",
+        help="decoding worker processes (default: DATA_LOADER.NUM_WORKERS, resolved per machine when it is -1)",
     )
     p.add_argument(
         "--set",

@@ -202,3 +202,26 @@ def test_inert_keys_of_the_original_go_to_legacy_with_one_warning(tmp_path, capl
     assert all(k.split(".")[1] not in get_cfg()[k.split(".")[0]] for k in LEGACY_KEYS)
     with pytest.raises(ConfigError, match="LOSS_FUNC"):
         load_config(None, ["MODEL.LOSS_FUNC", "[1]"])  # still type-checked
+
+
+def test_shipped_configs_load_without_legacy_warnings(caplog):
+    """The original's inert keys sit under LEGACY in our own configs: a user's first run warns about nothing."""
+    from nightcrawler.config import loading
+    from tests.conftest import REPO_ROOT
+
+    files = [
+        *sorted((REPO_ROOT / "configs" / "experiments").glob("*.yaml")),
+        *sorted((REPO_ROOT / "configs" / "models").glob("*.yaml")),
+        *sorted(REPO_ROOT.glob("exp_*/*/config.yaml")),
+    ]
+    assert len(files) > 20
+    saved = set(loading._warned_legacy)
+    loading._warned_legacy.clear()
+    try:
+        with caplog.at_level("WARNING"):
+            loaded = [load_config(str(f)) for f in files]
+    finally:
+        loading._warned_legacy |= saved
+    assert not [r.message for r in caplog.records if "has no effect" in r.message]
+    common = loaded[0]  # the original's values are still on record
+    assert common.LEGACY.MODEL.LOSS_FUNC == "soft_cross_entropy" and common.LEGACY.AUG.COLOR_JITTER == 0.4
