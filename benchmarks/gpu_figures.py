@@ -13,20 +13,24 @@ mvit_b32 sf_r101``, 32 frames x 224x224):
   in one batch (eval mode, no_grad), then the mean over each video's 9 class-probability vectors (softmax of
   the logits; MViT's eval outputs already are probabilities); figure: videos/s (and clips/s).
 
-each in fp32 and bf16 autocast, and for UniFormer and MViT with both attention kernels (``sdpa``: fused
-``scaled_dot_product_attention``; ``explicit``: softmax(QK^T)V as the original); SlowFast has no attention
-(``none``). Timing, autocast and config resolution are those of ``tools/benchmark_models.py``: ``--warmup``
-untimed iterations, then ``--iters`` timed ones synchronised one by one; throughput uses the median time per
-iteration. ``peak_mem_gb``: ``torch.cuda.max_memory_allocated`` over the timed iterations after
-``reset_peak_memory_stats`` (weights, gradients, optimizer state and activations), in GB (1e9 bytes). TF32 is
-off, so fp32 means fp32; cuDNN autotuning is on (the warm-up absorbs it). The models run with their configs'
-settings (UniFormer-B32 trains with activation checkpointing in stage 3, ``MODEL.USE_CHECKPOINT``).
+each in fp32 and bf16 autocast (``--precisions``; ``fp16`` adds fp16 autocast, whose training step scales the
+loss with a ``GradScaler`` on CUDA as the trainer's ``TRAIN.MIXED_PRECISION fp16``), and for UniFormer and MViT
+with both attention kernels (``sdpa``: fused ``scaled_dot_product_attention``; ``explicit``: softmax(QK^T)V as
+the original); SlowFast has no attention (``none``). Timing, autocast and config resolution are those of
+``tools/benchmark_models.py``: ``--warmup`` untimed iterations, then ``--iters`` timed ones synchronised one by
+one; throughput uses the median time per iteration. ``peak_mem_gb``: ``torch.cuda.max_memory_allocated`` over
+the timed iterations after ``reset_peak_memory_stats`` (weights, gradients, optimizer state and activations), in
+GB (1e9 bytes). TF32 is off, so fp32 means fp32; cuDNN autotuning is on (the warm-up absorbs it). The models run
+with their configs' settings (UniFormer-B32 trains with activation checkpointing in stage 3,
+``MODEL.USE_CHECKPOINT``).
 
 ``loader``: the training DataLoader (``nightcrawler.data.loader.build_loader``, split ``train_label``, the
 shipped recipe ``configs/experiments/ug2_common.yaml``: RandAugment, random resized crop, flip, erasing,
 ``AUG.NUM_SAMPLE`` 2 clips per video) over synthetic 320x240 dark videos generated into a temporary folder,
-at the first model's frames and crop, ``--batch`` clips per batch, with each ``--workers`` count; figure:
-clips/s once the workers' prefetch queue is drained (the first ``2 x workers + 1`` batches are not timed).
+at the first model's frames and crop, ``--batch`` clips per batch, with each ``--workers`` count and each
+``--pin-memory`` setting (default ``on``, ``DATA_LOADER.PIN_MEMORY``; pinning needs CUDA), each batch's clips
+copied to the device (non-blocking, as the trainer); figure: clips/s once the workers' prefetch queue is drained
+(the first ``2 x workers + 1`` batches are not timed).
 
 ``speedups`` (last, after the loader): each of ``--speedups`` (default ``channels_last compile``:
 ``nightcrawler.models.speed``, what ``MODEL.CHANNELS_LAST`` and ``MODEL.COMPILE`` switch on) on a freshly built
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import platform
@@ -92,7 +97,9 @@ TINY_MODELS = ["uniformer_tiny", "mvit_tiny", "sf_tiny"]
 RECIPE = REPO_ROOT / "configs" / "experiments" / "ug2_common.yaml"
 VIEWS, CROPS = 3, 3
 LEARNING_RATE = 1e-4  # small: the steps change the weights, which must stay finite for every later row
-PRECISIONS = ["fp32", "bf16"]
+PRECISIONS = ["fp32", "bf16", "fp16"]
+DEFAULT_PRECISIONS = ["fp32", "bf16"]
+PIN_MEMORY = {"on": True, "off": False}
 KERNELS = ["sdpa", "explicit"]
 NO_ATTENTION = "none"
 WORKLOADS = ("train", "test3x3", "loader")
@@ -113,6 +120,7 @@ SETTINGS = (
     "compile_backend",
     "precisions",
     "kernels",
+    "pin_memory",
 )  # the settings the JSON's header records
 
 
@@ -172,7 +180,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="rows not started after this many seconds are skipped (listed under 'skipped'; 0: no limit)",
     )
     p.add_argument(
-        "--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS, help="default: fp32 bf16"
+        "--precisions",
+        nargs="+",
+        default=list(DEFAULT_PRECISIONS),
+        choices=PRECISIONS,
+        help=f"default: {' '.join(DEFAULT_PRECISIONS)}",
+    )
+    p.add_argument(
+        "--pin-memory",
+        nargs="+",
+        default=["on"],
+        choices=list(PIN_MEMORY),
+        help="loader rows with DATA_LOADER.PIN_MEMORY on and/or off (default: on)",
     )
     p.add_argument(
         "--kernels",
@@ -245,17 +264,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def bf16_skip_reason(device: torch.device) -> str | None:
-    """Why bf16 autocast cannot run on ``device`` (None: it can)."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+def autocast_skip_reason(device: torch.device, precision: str) -> str | None:
+    """Why ``precision`` (bf16 or fp16) autocast cannot run on ``device`` (None: it can)."""
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return f"{torch.cuda.get_device_name(device)} does not support bf16"
     try:
-        with autocast_context(device, "bf16"):
+        with autocast_context(device, precision):
             out = torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
     except RuntimeError as exc:
-        return f"bf16 autocast fails on {device.type}: {exc}"
-    if out.dtype != torch.bfloat16:
-        return f"bf16 autocast is not active on {device.type} in torch {torch.__version__}"
+        return f"{precision} autocast fails on {device.type}: {exc}"
+    if out.dtype != {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]:
+        return f"{precision} autocast is not active on {device.type} in torch {torch.__version__}"
     return None
 
 
@@ -275,21 +294,24 @@ def size_opts(frames: int | None, crop: int | None) -> list:
 def train_step(
     model: nn.Module, x: torch.Tensor, num_classes: int, precision: str, explicit: bool
 ) -> Callable[[], None]:
-    """One SGD training step on ``x`` with random labels: forward (autocast), cross-entropy, backward, step.
+    """One SGD training step on ``x`` with random labels: forward (autocast), cross-entropy, backward, step; in
+    fp16 on CUDA through a ``GradScaler``, as the trainer.
 
     The backward runs inside the attention switch too: blocks under activation checkpointing
     (``MODEL.USE_CHECKPOINT``) are recomputed there and must take the same kernel as in the forward."""
     device = x.device
     labels = torch.randint(0, num_classes, (x.shape[0],), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
     model.train()
 
     def step() -> None:
         with explicit_attention(explicit):
             with autocast_context(device, precision):
                 logits = model(x)
-            F.cross_entropy(logits.float(), labels).backward()
-        optimizer.step()
+            scaler.scale(F.cross_entropy(logits.float(), labels)).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
     return step
@@ -488,34 +510,39 @@ def endless(loader) -> Iterator[dict]:
         yield from loader
 
 
-def time_loader(loader, warmup_batches: int, timed_batches: int) -> dict:
-    """Clips per second over ``timed_batches`` batches after ``warmup_batches`` untimed ones."""
+def time_loader(loader, warmup_batches: int, timed_batches: int, device: torch.device) -> dict:
+    """Clips per second delivered on ``device`` over ``timed_batches`` batches after ``warmup_batches`` untimed
+    ones."""
     batches = endless(loader)
     try:
         for _ in range(warmup_batches):
             next(batches)
         clips, start = 0, time.perf_counter()
         for _ in range(timed_batches):
-            clips += next(batches)["inputs"].shape[0]
+            clips += next(batches)["inputs"].to(device, non_blocking=True).shape[0]
+        synchronize(device)
         seconds = time.perf_counter() - start
     finally:
         batches.close()
     return {"clips": clips, "seconds": seconds, "clips_per_s": clips / seconds}
 
 
-def measure_loader(args: argparse.Namespace, report: Report) -> None:
-    """Training-loader throughput with each ``--workers`` count, on freshly generated synthetic videos."""
+def measure_loader(args: argparse.Namespace, device: torch.device, report: Report) -> None:
+    """Training-loader throughput to ``device`` with each ``--pin-memory`` setting and ``--workers`` count, on
+    freshly generated synthetic videos."""
     model = args.models[0]
     with tempfile.TemporaryDirectory(prefix="gpu_figures_") as tmp:
         root = make_videos(Path(tmp), args)
         cfg = loader_config(model, root, args)
         videos = max(1, args.batch // cfg.AUG.NUM_SAMPLE)
-        for workers in args.workers:
-            what = {"model": model, "workload": "loader", "workers": workers}
+        for pin, workers in itertools.product(args.pin_memory, args.workers):
+            what = {"model": model, "workload": "loader", "workers": workers, "pin_memory": pin}
             if report.skipped_for_time(what):
                 continue
+            cfg.DATA_LOADER.PIN_MEMORY = PIN_MEMORY[pin]
             loader = build_loader(cfg, "train_label", batch_size=videos, num_workers=workers)
-            result = time_loader(loader, 2 * workers + 1, args.loader_batches)
+            result = time_loader(loader, 2 * workers + 1, args.loader_batches, device)
+            pinned = loader.pin_memory  # what the loader did: pinning needs CUDA
             del loader
             gc.collect()
             report.add(
@@ -531,6 +558,7 @@ def measure_loader(args: argparse.Namespace, report: Report) -> None:
                     "timed_batches": args.loader_batches,
                     "clips_per_s": result["clips_per_s"],
                     "seconds": result["seconds"],
+                    "pinned": pinned,
                     "peak_mem_gb": None,
                 }
             )
@@ -556,7 +584,8 @@ def format_row(row: dict) -> str:
     """One markdown table row."""
     workload = row["workload"]
     if workload == "loader":
-        workload = f"loader, {plural(row['workers'], 'worker')}"
+        pin = {True: ", pinned", False: ", not pinned"}.get(row.get("pinned"), "")
+        workload = f"loader, {plural(row['workers'], 'worker')}{pin}"
     elif row.get("speedup", PLAIN) != PLAIN:
         ratio = f", {row['vs_plain']:.2f}x" if row.get("vs_plain") else ""
         workload = f"{workload} + {row['speedup']}{ratio}"
@@ -684,18 +713,25 @@ def _main(argv: list[str]) -> int:
     header = run_header(device, args)
     print_header(header, args)
     report = Report(args.json, header, args.max_seconds)
-    precisions = [p for p in PRECISIONS if p in args.precisions]
-    reason = bf16_skip_reason(device) if "bf16" in precisions else None
-    if reason:
-        precisions.remove("bf16")
-        report.skip({"precision": "bf16"}, reason)
+    precisions, reasons = [], []
+    for precision in (p for p in PRECISIONS if p in args.precisions):
+        reason = None if precision == "fp32" else autocast_skip_reason(device, precision)
+        if reason:
+            reasons.append(reason)
+            report.skip({"precision": precision}, reason)
+        else:
+            precisions.append(precision)
     for name in args.models if {"train", "test3x3"} & set(args.workloads) else []:
         measure_model(name, device, args, precisions, report)
     if "loader" in args.workloads:
-        measure_loader(args, report)
+        measure_loader(args, device, report)
     if not precisions:
-        raise ConfigError(f"no precision of --precisions {' '.join(args.precisions)} can run: {reason}")
-    speedup_precision = precisions[-1]  # bf16 where it runs
+        raise ConfigError(
+            f"no precision of --precisions {' '.join(args.precisions)} can run: {'; '.join(reasons)}"
+        )
+    speedup_precision = (
+        "bf16" if "bf16" in precisions else precisions[-1]
+    )  # the fastest measured where it runs
     for speedup in args.speedups:  # the quick channels-last rows of every model before any compilation
         for name in args.models if {"train", "test3x3"} & set(args.workloads) else []:
             measure_speedup(name, speedup, device, args, speedup_precision, report)

@@ -5,7 +5,7 @@
 
 ``--models`` takes names of ``configs/models/*.yaml`` or config paths. Every combination of ``--attention``
 (``sdpa``: fused ``scaled_dot_product_attention``; ``explicit``: softmax(QK^T)V as the original; SlowFast
-has no attention and runs once), ``--precision`` (``fp32``, ``bf16`` autocast) and ``--modes`` (``fwd``:
+has no attention and runs once), ``--precision`` (``fp32``; ``bf16``, ``fp16`` autocast) and ``--modes`` (``fwd``:
 eval mode under no_grad; ``fwdbwd``: train mode, forward, sum of outputs, backward) is timed. Reported:
 the best and the median wall time per iteration after ``--warmup`` untimed iterations (the best is the
 robust figure on a shared machine) and, on CUDA, the peak memory of the timed iterations. TF32 stays off,
@@ -56,10 +56,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
-    """bf16 autocast on ``device`` for ``precision == "bf16"``; no autocast (fp32) otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    """Autocast on ``device`` for ``precision`` ``"bf16"`` or ``"fp16"``; no autocast (fp32) otherwise."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def time_iterations(step: Callable[[], object], device: torch.device, *, iters: int, warmup: int) -> dict:
@@ -177,7 +176,7 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--iters", type=int, default=3, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     parser.add_argument("--attention", nargs="+", default=["sdpa", "explicit"], choices=["sdpa", "explicit"])
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--modes", nargs="+", default=["fwd", "fwdbwd"], choices=["fwd", "fwdbwd"])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     parser.add_argument(

@@ -146,3 +146,32 @@ def test_missing_cuda_is_one_paragraph(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert proc.stderr.startswith("error: --device cuda asked for a GPU, but PyTorch sees no CUDA device")
+
+
+def test_fp16_rows_and_both_pin_memory_settings(tmp_path):
+    """``--precisions fp16`` adds fp16 autocast rows (a GradScaler on CUDA); ``--pin-memory on off`` measures the
+    loader with each setting and records what the loader did (pinning needs CUDA)."""
+    out = tmp_path / "figures.json"
+    args = ("--device", "cpu", "--tiny", "--models", "sf_tiny", "--precisions", "fp32", "fp16", "--speedups")
+    proc = _run(tmp_path, *args, "--pin-memory", "on", "off", "--workers", "0", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["settings"]["precisions"] == ["fp32", "fp16"] and data["settings"]["pin_memory"] == [
+        "on",
+        "off",
+    ]
+    fp16_skipped = [s for s in data["skipped"] if s.get("precision") == "fp16"]
+    precisions = ["fp32"] if fp16_skipped else ["fp32", "fp16"]
+    models = [r for r in data["rows"] if r["workload"] != "loader"]
+    assert [(r["workload"], r["precision"]) for r in models] == [
+        (workload, precision) for workload in ("train", "test3x3") for precision in precisions
+    ]
+    assert all(_positive(r["clips_per_s"]) for r in models)
+    loaders = [r for r in data["rows"] if r["workload"] == "loader"]
+    pinning = torch.cuda.is_available()
+    assert [(r["workers"], r["pin_memory"], r["pinned"]) for r in loaders] == [
+        (0, "on", pinning),
+        (0, "off", False),
+    ]
+    assert all(_positive(r["clips_per_s"]) for r in loaders)
+    assert "loader, 0 workers, not pinned" in proc.stdout
