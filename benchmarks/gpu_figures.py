@@ -82,6 +82,7 @@ from nightcrawler.models.build import build_model, get_card
 from nightcrawler.models.layers import explicit_attention
 from nightcrawler.models.speed import compile_in_place, to_channels_last
 from nightcrawler.utils.cli import run_cli
+from nightcrawler.utils.distributed import AMP_DTYPES
 from nightcrawler.utils.io import atomic_write_text
 from tools.benchmark_models import (
     ATTENTION_MODELS,
@@ -273,7 +274,7 @@ def autocast_skip_reason(device: torch.device, precision: str) -> str | None:
             out = torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
     except RuntimeError as exc:
         return f"{precision} autocast fails on {device.type}: {exc}"
-    if out.dtype != {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]:
+    if out.dtype != AMP_DTYPES[precision]:
         return f"{precision} autocast is not active on {device.type} in torch {torch.__version__}"
     return None
 

@@ -33,6 +33,7 @@ from nightcrawler.config import load_config
 from nightcrawler.models.build import build_model
 from nightcrawler.models.layers import explicit_attention
 from nightcrawler.utils.cli import run_cli
+from nightcrawler.utils.distributed import AMP_DTYPES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ATTENTION_MODELS = {"Uniformer", "MViT"}
@@ -57,7 +58,7 @@ def synchronize(device: torch.device) -> None:
 
 def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
     """Autocast on ``device`` for ``precision`` ``"bf16"`` or ``"fp16"``; no autocast (fp32) otherwise."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = AMP_DTYPES.get(precision)  # fp32: None
     return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
