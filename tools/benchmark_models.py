@@ -4,12 +4,12 @@
     python tools/benchmark_models.py --models uniformer_b32 mvit_b32 sf_r101 --device cuda --batch 4
 
 ``--models`` takes names of ``configs/models/*.yaml`` or config paths. Every combination of ``--attention``
-(``sdpa``: fused ``scaled_dot_product_attention``; ``explicit``: softmax(QK^T)V as the original; SlowFast
-has no attention and runs once), ``--precision`` (``fp32``; ``bf16``, ``fp16`` autocast) and ``--modes`` (``fwd``:
-eval mode under no_grad; ``fwdbwd``: train mode, forward, sum of outputs, backward) is timed. Reported:
-the best and the median wall time per iteration after ``--warmup`` untimed iterations (the best is the
-robust figure on a shared machine) and, on CUDA, the peak memory of the timed iterations. TF32 stays off,
-so fp32 means fp32.
+(``sdpa``: fused ``scaled_dot_product_attention``; ``explicit``: softmax(QK^T)V as the original; SlowFast has
+no attention and runs once), ``--precision`` (``fp32``; ``bf16``, ``fp16`` autocast) and ``--modes`` (``fwd``:
+eval mode under no_grad; ``fwdbwd``: train mode, forward, sum of outputs, backward) is timed. Reported: the
+best and the median wall time per iteration after ``--warmup`` untimed iterations (the best is the robust
+figure on a shared machine) and, on CUDA, the peak memory of the timed iterations. TF32 stays off, so fp32
+means fp32.
 """
 
 from __future__ import annotations

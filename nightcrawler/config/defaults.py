@@ -127,7 +127,7 @@ _C.DATA.DECODE_RETRIES = 3  # [new] decode attempts per video before it counts a
 
 # ---------------------------------------------------------------------------------------------------- DATA_LOADER
 _C.DATA_LOADER = CfgNode()
-# worker processes per loader per process; -1 [new]: auto, the cores left to each process (at most 8; the original: 8)
+# worker processes per loader per process; -1 [new]: auto, the cores left to each process, at most 8 (original: 8)
 _C.DATA_LOADER.NUM_WORKERS = -1
 _C.DATA_LOADER.PIN_MEMORY = True  # pin host memory for faster transfer to the GPU
 _C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False  # unused

@@ -547,6 +547,7 @@ class TorchCodecReader(VideoReader):
         except Exception as exc:
             raise VideoDecodeError(self.path, f"torchcodec cannot open it ({exc})") from exc
         self.num_frames = min(len(self._dec), probe.num_frames)
+        self.random_access = len(self._dec) == probe.num_frames  # torchcodec counts the frames that decode
 
     def close(self) -> None:
         self._dec = None
@@ -597,7 +598,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto", threads: int = 1)
             )
             return PyAVReader(probe, threads)
         reader = TorchCodecReader(probe, threads)
-        if len(reader._dec) != probe.num_frames:
+        if not reader.random_access:
             logger.info(
                 "torchcodec counts %d frames in %s, %d decode; using PyAV",
                 len(reader._dec),
@@ -622,20 +623,18 @@ def decord_available() -> bool:
 
 def _auto_reader(probe: VideoProbe, threads: int) -> VideoReader:
     """Random access where it is exact for this file (torchcodec's, else decord's), else PyAV in order."""
-    if probe.decord_seek_safe and probe.plain_420 and torchcodec_available():
-        try:
-            reader = TorchCodecReader(probe, threads)
-        except VideoDecodeError:
-            return PyAVReader(probe, threads)
-        if len(reader._dec) == probe.num_frames:
-            return reader
-        reader.close()
-    if probe.decord_seek_safe and probe.plain_420 and decord_available():
-        try:
-            reader = DecordReader(probe, threads)
-        except VideoDecodeError:
-            return PyAVReader(probe, threads)
-        if reader.random_access:
-            return reader
-        reader.close()
+    if probe.decord_seek_safe and probe.plain_420:
+        for available, random_reader in (
+            (torchcodec_available, TorchCodecReader),
+            (decord_available, DecordReader),
+        ):
+            if not available():
+                continue
+            try:
+                reader = random_reader(probe, threads)
+            except VideoDecodeError:  # the file does not open: PyAV names the problem
+                break
+            if reader.random_access:
+                return reader
+            reader.close()
     return PyAVReader(probe, threads)

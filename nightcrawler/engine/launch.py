@@ -210,8 +210,9 @@ def cpu_threads(cfg: CfgNode, local_processes: int | None = None) -> int:
 
 def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: ProcessGroupSpec | None) -> None:
     import_modules(cfg.IMPORTS)  # spawned processes register the user's models / enhancements again
+    local_processes = spec.local_world_size if spec else 1
     if cfg.NUM_GPUS == 0:
-        torch.set_num_threads(cpu_threads(cfg, spec.local_world_size if spec else 1))
+        torch.set_num_threads(cpu_threads(cfg, local_processes))
     if spec is not None:
         os.environ["LOCAL_RANK"] = str(spec.local_rank)
         if cfg.NUM_GPUS > 0:
@@ -246,7 +247,7 @@ def _run_in_process(func: Callable[[CfgNode], object], cfg: CfgNode, spec: Proce
                 cfg.RNG_SEED,
                 cfg.DATA.DECODING_BACKEND,
                 torch.get_num_threads(),
-                loader_workers(cfg, spec.local_world_size if spec else 1),
+                loader_workers(cfg, local_processes),
             )
             logger.info("environment: %s", environment_summary())
         func(cfg)
