@@ -98,8 +98,9 @@ class Ablation:
     def settings(self, variant: dict) -> dict:
         """Everything that determines a variant's result on this seed (its cached result is reused when equal)."""
         stage_opts = yaml.safe_load((self.plan.recipe / "pseudo_stage.yaml").read_text()) or {}
-        # the seed's own weights are the record's plan_hash; the plan and pre-training files act only through them
-        skip = {"ablations.yaml", "plan.yaml", "pretrain.yaml"}
+        # the seed's own weights are the record's plan_hash; the plan and pre-training files act only through them,
+        # the original recipe's not at all
+        skip = {"ablations.yaml", "plan.yaml", "pretrain.yaml", "original_recipe.yaml"}
         recipe = {
             f.name: f.read_text() for f in sorted(self.plan.recipe.glob("*.yaml")) if f.name not in skip
         }

@@ -71,6 +71,7 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _choice(cfg.TRAIN.PSEUDO_EPOCH_LENGTH, ("shorter", "pseudo"), "TRAIN.PSEUDO_EPOCH_LENGTH")
     _choice(cfg.TRAIN.MIXED_PRECISION, ("fp16", "bf16", "none"), "TRAIN.MIXED_PRECISION")
     _choice(cfg.TEST.MIXED_PRECISION, ("fp16", "bf16", "none"), "TEST.MIXED_PRECISION")
+    _check_frame_control(cfg)
     from nightcrawler.models.speed import COMPILE_MODES
 
     _choice(cfg.MODEL.COMPILE_MODE, COMPILE_MODES, "MODEL.COMPILE_MODE")
@@ -97,6 +98,16 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
         raise ConfigError(str(exc).strip("'\"")) from exc
     _check_distill(cfg)  # after the enhancement keys: it reads the training phase's enhancement
     return cfg
+
+
+def _check_frame_control(cfg: CfgNode) -> None:
+    from nightcrawler.data.sampling import FRAME_CONTROLS
+
+    if cfg.TEST.FRAME_CONTROL not in FRAME_CONTROLS:
+        allowed = ", ".join(repr(c) for c in FRAME_CONTROLS)
+        raise ConfigError(
+            f"TEST.FRAME_CONTROL = {cfg.TEST.FRAME_CONTROL!r} is not one of {allowed} ('': frames as sampled)"
+        )
 
 
 def _check_ranges(cfg: CfgNode) -> None:

@@ -76,6 +76,11 @@ _C.TEST.PLOTS = True  # [new] write a confusion-matrix PNG beside the PKL when l
 _C.TEST.MIXED_PRECISION = (
     "none"  # [new] autocast on CUDA while testing: none (fp32, the original), bf16 or fp16
 )
+# [new] frame-order control of every test clip (the method benchmark's controls): "" frames as sampled;
+# "shuffle" each clip's frames permuted in time (one permutation per video, from RNG_SEED and the video's index,
+# the same for all its views and crops, never the identity); "one_frame" the clip's middle sampled frame T times.
+# PKLs of a control get a suffix (_shuffle, _oneframe), so they never replace the normal ones
+_C.TEST.FRAME_CONTROL = ""
 
 # ---------------------------------------------------------------------------------------------------- DATA
 _C.DATA = CfgNode()

@@ -108,3 +108,29 @@ def dense_indices(
     start = dense_start(num_video_frames, clip_size, view, num_views, use_offset, rng)
     points = torch.linspace(start, start + clip_size - 1, num_frames, dtype=torch.float32)
     return points.clamp(0, num_video_frames - 1).long().tolist()
+
+
+# test-time frame-order controls (TEST.FRAME_CONTROL) -> the suffix of their PKLs
+FRAME_CONTROLS = {"": "", "shuffle": "_shuffle", "one_frame": "_oneframe"}
+
+
+def time_permutation(num_frames: int, seed: int | str) -> list[int]:
+    """A permutation of ``range(num_frames)`` drawn from ``random.Random(seed)``; never the identity when
+    ``num_frames > 1`` (a draw that happens to be the identity is rotated by one)."""
+    order = list(range(num_frames))
+    random.Random(seed).shuffle(order)
+    if num_frames > 1 and order == sorted(order):
+        order = order[1:] + order[:1]
+    return order
+
+
+def control_frames(indices: list[int], control: str, seed: int | str = 0) -> list[int]:
+    """A test clip's frame indices under a frame-order control: ``""`` as sampled; ``"shuffle"`` permuted in
+    time by :func:`time_permutation` of ``seed``; ``"one_frame"`` the middle sampled frame, ``len(indices)`` times."""
+    if control not in FRAME_CONTROLS:
+        raise ValueError(f"frame control must be one of {list(FRAME_CONTROLS)}, got {control!r}")
+    if control == "one_frame":
+        return [indices[len(indices) // 2]] * len(indices)
+    if control == "shuffle":
+        return [indices[i] for i in time_permutation(len(indices), seed)]
+    return list(indices)

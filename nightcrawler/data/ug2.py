@@ -92,6 +92,9 @@ class UG2Dataset(Dataset):
         open_fn: ``open_fn(path, backend, threads)`` -> reader (tests inject fake videos).
         teacher_enhancement: training splits: also return ``teacher_inputs`` (None: not made); the enhancement is
             applied to the decoded uint8 frames (after ``enhancement``) before the transform.
+        frame_control: test splits: frame-order control of every clip (see
+            :func:`~nightcrawler.data.sampling.control_frames`; "" frames as sampled).
+        control_seed: seed of the ``"shuffle"`` control (with the video's index: one permutation per video).
     """
 
     def __init__(
@@ -121,6 +124,8 @@ class UG2Dataset(Dataset):
         skip_bad: bool = False,
         open_fn: OpenFn = open_video,
         teacher_enhancement: EnhancementLike = None,
+        frame_control: str = "",
+        control_seed: int = 0,
     ):
         info = split_info(split)
         self.split = split
@@ -182,6 +187,12 @@ class UG2Dataset(Dataset):
         if teacher_enhancement is not None and not self.training:
             raise ValueError(f"split {split}: only training items have a teacher's copy")
         self.teacher_enhancement = None if teacher_enhancement is None else canonical(teacher_enhancement)
+        if frame_control not in sampling.FRAME_CONTROLS or (frame_control and self.training):
+            raise ValueError(
+                f"split {split}: frame control {frame_control!r} (test splits take one of "
+                f"{list(sampling.FRAME_CONTROLS)}, training splits none)"
+            )
+        self.frame_control, self.control_seed = frame_control, control_seed
         self.known_bad: set[int] = (
             set()
         )  # test splits: positions a pre-flight check found bad (skipped unread)
@@ -299,16 +310,21 @@ class UG2Dataset(Dataset):
             end.restore(rng)
         return torch.stack(clips), torch.stack(twins)
 
-    def test_clip_indices(self, num_video_frames: int) -> list[list[int]]:
-        """Frame indices of every temporal view of a video of ``num_video_frames`` frames."""
-        return [self.clip_indices(num_video_frames, view) for view in range(self.num_views)]
+    def test_clip_indices(self, num_video_frames: int, index: int = 0) -> list[list[int]]:
+        """Frame indices of every temporal view of video ``index`` (``num_video_frames`` frames), after the
+        frame control (whose permutation depends on the video, not on the view)."""
+        seed = f"{self.control_seed}:{index}"
+        return [
+            sampling.control_frames(self.clip_indices(num_video_frames, view), self.frame_control, seed)
+            for view in range(self.num_views)
+        ]
 
     def _test_item(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
         views: list[list[int]] = []
 
         def union_of_views(n: int) -> list[int]:
-            views[:] = self.test_clip_indices(n)
+            views[:] = self.test_clip_indices(n, index)
             return sorted({i for v in views for i in v})
 
         try:
@@ -465,13 +481,15 @@ def build_file_dataset(
 
 
 def _dataset_kwargs(cfg, training: bool, enhancement, open_fn: OpenFn) -> dict[str, Any]:
-    """The dataset arguments training and test items share, from ``cfg``."""
+    """The dataset arguments of training or test items, from ``cfg``."""
     dataset_name = cfg.TRAIN.DATASET if training else cfg.TEST.DATASET
     if dataset_name not in ("ug2", "ug2_sparse"):
         raise ValueError(
             f"{'TRAIN' if training else 'TEST'}.DATASET must be ug2 or ug2_sparse, got {dataset_name!r}"
         )
+    controls = {} if training else {"frame_control": cfg.TEST.FRAME_CONTROL, "control_seed": cfg.RNG_SEED}
     return dict(
+        **controls,
         num_classes=cfg.MODEL.NUM_CLASSES,
         separator=cfg.DATA.PATH_LABEL_SEPARATOR,
         num_frames=cfg.DATA.NUM_FRAMES,

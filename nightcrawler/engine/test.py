@@ -14,7 +14,8 @@ MViT), and writes on rank 0:
 * ``TEST.SAVE_RESULTS_PATH`` (relative to OUTPUT_DIR unless absolute): a pickled ``[preds, labels]`` pair.
 
 Every setting of ``TEST.EXTRA_SETTINGS`` ("VxC" or "VxC@ENHANCEMENT") writes its own PKL (``..._<tag>`` suffix,
-e.g. ``_g0.45``, when its enhancement differs from the main one, ``ENHANCE.TEST``). Settings whose clips are a subset of a decoded setting (1x3 or 3x1 of a
+e.g. ``_g0.45``, when its enhancement differs from the main one, ``ENHANCE.TEST``); a ``TEST.FRAME_CONTROL``
+adds its own suffix (``_shuffle``, ``_oneframe``) to every PKL. Settings whose clips are a subset of a decoded setting (1x3 or 3x1 of a
 3x3, 1x1 of anything with the centre crop and the middle view) reuse that pass's clip outputs; others get a
 pass of their own. Either way the PKL equals the one a separate run of that setting writes.
 
@@ -41,6 +42,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from nightcrawler.data.enhance import Enhancement, phase_enhancement
+from nightcrawler.data.sampling import FRAME_CONTROLS
 from nightcrawler.data.splits import class_names
 from nightcrawler.engine.checkpointer import best_checkpoint_path, find_resume_checkpoint
 from nightcrawler.engine.metrics import classification_metrics, plot_confusion_matrix
@@ -141,9 +143,11 @@ def tta_settings(cfg: CfgNode) -> list[TTASetting]:
 
 
 def pkl_path(cfg: CfgNode, setting: TTASetting, split: str | None = None) -> Path:
-    """``OUTPUT_DIR/{split}x{NUM_FRAMES}x{TEST_CROP_SIZE}x{V}x{C}[_<tag>].pkl`` (``split`` default
-    TEST.DATA_SELECT; the suffix only when the setting's enhancement differs from the main one)."""
+    """``OUTPUT_DIR/{split}x{NUM_FRAMES}x{TEST_CROP_SIZE}x{V}x{C}[_<tag>][_<control>].pkl`` (``split`` default
+    TEST.DATA_SELECT; the tag only when the setting's enhancement differs from the main one, the control's
+    suffix with TEST.FRAME_CONTROL)."""
     suffix = f"_{setting.enhancement.tag()}" if setting.enhancement != main_enhancement(cfg) else ""
+    suffix += FRAME_CONTROLS[cfg.TEST.FRAME_CONTROL]
     name = pkl_file_name(
         split or cfg.TEST.DATA_SELECT,
         cfg.DATA.NUM_FRAMES,

@@ -105,6 +105,12 @@ def test_consistency_checks():
     cfg = load_config(None, ["NUM_GPUS", "0", "ENHANCE.TEST", "gamma:valu=2"])
     with pytest.raises(ConfigError, match="ENHANCE.TEST.*accepts value"):
         assert_and_infer_cfg(cfg)
+    for control in ("", "shuffle", "one_frame"):
+        assert_and_infer_cfg(load_config(None, ["NUM_GPUS", "0", "TEST.FRAME_CONTROL", control]))
+    cfg = load_config(None, ["NUM_GPUS", "0", "TEST.FRAME_CONTROL", "reverse"])
+    allowed = "'', 'shuffle', 'one_frame'"
+    with pytest.raises(ConfigError, match=f"TEST.FRAME_CONTROL = 'reverse' is not one of {allowed}"):
+        assert_and_infer_cfg(cfg)
 
 
 def test_lr_scaling_by_shards():

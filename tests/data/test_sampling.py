@@ -131,3 +131,23 @@ def test_bad_arguments_say_what_is_wrong():
         dense_indices(50, 32, 0, 0)
     with pytest.raises(ValueError, match="num_frames must be >= 1"):
         uniform_ranges(50, 0)
+
+
+def test_frame_controls_permute_or_freeze_a_clip():
+    from nightcrawler.data.sampling import FRAME_CONTROLS, control_frames, time_permutation
+
+    clip = [0, 3, 6, 9, 12, 15, 18, 21]
+    assert control_frames(clip, "") == clip
+    assert control_frames(clip, "one_frame") == [12] * 8  # the middle sampled frame, T times
+    assert control_frames([4], "one_frame") == [4] and control_frames([4], "shuffle", 7) == [4]
+    shuffled = control_frames(clip, "shuffle", "0:5")
+    assert sorted(shuffled) == clip and shuffled != clip
+    assert shuffled == control_frames(clip, "shuffle", "0:5")  # deterministic per seed
+    assert [clip[i] for i in time_permutation(8, "0:5")] == shuffled
+    # never the identity, whatever the seed (two frames: the only other order)
+    assert all(time_permutation(2, s) == [1, 0] for s in range(20))
+    assert all(time_permutation(3, s) != [0, 1, 2] for s in range(50))
+    assert len({tuple(time_permutation(8, f"0:{i}")) for i in range(10)}) > 5  # videos differ
+    assert set(FRAME_CONTROLS) == {"", "shuffle", "one_frame"}
+    with pytest.raises(ValueError, match="frame control.*'reverse'"):
+        control_frames(clip, "reverse")

@@ -12,6 +12,7 @@ import torch
 
 from nightcrawler.config import get_cfg
 from nightcrawler.data import sampling
+from nightcrawler.data.csvs import VideoRow
 from nightcrawler.data.decoders import VideoDecodeError, open_video
 from nightcrawler.data.enhance import split_enhancement
 from nightcrawler.data.splits import SPLITS, TEST_SPLITS, TRAIN_SPLITS
@@ -511,3 +512,32 @@ def test_missing_decoder_library_is_not_a_bad_video(tmp_path):
     )
     with pytest.raises(BackendUnavailableError, match="decord"):
         ds[0]
+
+
+def test_frame_controls_change_the_test_clips_per_video(tmp_path):
+    """TEST.FRAME_CONTROL: "shuffle" permutes every view of a video the same way (another permutation per video),
+    "one_frame" repeats each view's middle frame; the item decodes the controlled frames; training splits ignore it."""
+    cfg = _layout(tmp_path)
+    plain = build_dataset(cfg, "arid", views=3, crops=1).test_clip_indices(100, 0)
+    cfg.TEST.FRAME_CONTROL, cfg.RNG_SEED = "shuffle", 5
+    ds = build_dataset(cfg, "arid", views=3, crops=1)
+    views = ds.test_clip_indices(100, 0)
+    order = sampling.time_permutation(4, "5:0")
+    assert views == [[v[i] for i in order] for v in plain] and views != plain
+    assert ds.test_clip_indices(100, 0) == views
+    assert [ds.test_clip_indices(100, i)[0] for i in range(6)] != [views[0]] * 6
+    cfg.TEST.FRAME_CONTROL = "one_frame"
+    ds = build_dataset(cfg, "arid", views=3, crops=1, open_fn=fake_open({"Wave_1_1.mp4": (100,)}))
+    assert ds.test_clip_indices(100, 0) == [[v[2]] * 4 for v in plain]
+    values = ds[0]["inputs"][:, 0].mean(dim=(2, 3))  # (views, T): one frame value per view
+    assert (values == values[:, :1]).all() and not (values[0] == values[1]).all()
+    assert build_dataset(cfg, "train_label").frame_control == ""
+    with pytest.raises(ValueError, match="training splits none"):
+        UG2Dataset(
+            "train_label",
+            [VideoRow("x.mp4", 0)],
+            [str(tmp_path)],
+            num_classes=11,
+            train_transform=frame_values_transform,
+            frame_control="shuffle",
+        )

@@ -208,6 +208,25 @@ def test_several_tta_settings_from_one_pass_equal_separate_runs(data_root, weigh
     assert not np.allclose(results[1].video_preds, results[2].video_preds, atol=1e-4)
 
 
+def test_frame_controls_write_their_own_pkls_beside_the_normal_ones(data_root, weights, tmp_path):
+    """TEST.FRAME_CONTROL: every PKL of the run gets the control's suffix; the normal PKLs stay as they were."""
+    torch.set_num_threads(1)
+    common = (
+        "DATA.CSV_ARID", "arid5.csv",
+        "TEST.EXTRA_SETTINGS", ["1x1@gnone"],
+        "TEST.CHECKPOINT_FILE_PATH", str(weights),
+    )  # fmt: skip
+    plain = tester.test(make_cfg(data_root, tmp_path, *common))
+    normal = read_pkl(plain[0].pkl_path)
+    for control, suffix in (("shuffle", "_shuffle"), ("one_frame", "_oneframe")):
+        results = tester.test(make_cfg(data_root, tmp_path, *common, "TEST.FRAME_CONTROL", control))
+        names = [r.pkl_path.name for r in results]
+        assert names == [f"aridx{FRAMES}x{CROP}x1x1{s}{suffix}.pkl" for s in ("", "_gnone")]
+        assert read_pkl(results[0].pkl_path)["video_names"] == normal["video_names"]
+        assert not np.allclose(results[0].video_preds, plain[0].video_preds, atol=1e-4)
+    np.testing.assert_array_equal(read_pkl(plain[0].pkl_path)["video_preds"], normal["video_preds"])
+
+
 def test_two_gloo_processes_write_the_same_pkl_as_one(data_root, weights, tmp_path):
     torch.set_num_threads(1)
     common = (

@@ -126,6 +126,64 @@ def test_means_and_intervals_come_from_the_per_seed_predictions(bench):
         assert sorted(hidden) == r["test_names"]
 
 
+def test_records_hold_the_controls_probe_final_normal_light_and_brightness(bench):
+    _, work, _ = bench
+    members = {*TINY_PLAN["models"], "ensemble"}
+    for seed in SEEDS:
+        r = json.loads((work / f"seed_{seed}" / "record.json").read_text())
+        val = r["normal_light_val"]
+        assert len(val["names"]) == 6  # val_dry: 2 per class
+        c = r["controls"]
+        assert c["names"] == val["names"] and c["labels"] == val["labels"]
+        assert set(c["preds"]) == {"as_sampled", "shuffled_frames", "one_frame"}
+        assert c["preds"]["as_sampled"] == val["preds"]
+        for kind, preds in c["preds"].items():
+            assert set(preds) == members and all(len(p) == 6 for p in preds.values()), kind
+        src = work / f"seed_{seed}" / "exp_source_only" / "sf_tiny"
+        controlled = sorted(p.name.split("x1x1_gnone")[1] for p in src.glob("val_dry*_gnone_*.pkl"))
+        assert controlled == ["_oneframe.pkl", "_shuffle.pkl"]  # beside the normal val_dry*_gnone.pkl
+        probe = r["baselines"]["one_frame_probe"]
+        assert probe["normal_light"]["labels"] == val["labels"] and len(probe["normal_light"]["preds"]) == 6
+        assert len(probe["dark_test"]["preds"]) == len(r["test_names"]) == 9
+        assert all(0 <= p < 3 for p in probe["dark_test"]["preds"] + probe["normal_light"]["preds"])
+        final = r["normal_light_final"]
+        assert final["names"] == val["names"] and final["labels"] == val["labels"]
+        assert set(final["preds"]) == members and all(len(p) == 6 for p in final["preds"].values())
+        stats = r["dark_test_stats"]
+        assert {"mean", "std", "std_over_mean", "videos"} <= set(stats) and stats["videos"] == 9
+        assert len(stats["mean"]) == 3 and max(stats["mean"]) < 0.5  # dark videos
+
+
+def test_original_recipe_runs_beside_ours_from_the_same_weights(bench):
+    """The original chain: raw-clip BN statistics on our supervised weights, the original's threshold table at
+    stage 1 (the set's three classes' columns), every video at the last stage, raw pseudo clips, its own vote."""
+    _, work, _ = bench
+    members = {*TINY_PLAN["models"], "ensemble"}
+    for seed in SEEDS:
+        folder = work / f"seed_{seed}"
+        orig = json.loads((folder / "record.json").read_text())["original_recipe"]
+        assert list(orig["steps"]) == ["adapt_bn", "pseudo_stage1", "pseudo_stage2", "final_vote"]
+        for step, preds in orig["steps"].items():
+            assert set(preds) == ({"ensemble"} if step == "final_vote" else members)
+            assert all(len(p) == 9 for p in preds.values())
+        assert set(orig["pseudo_labels"]) == {"stage1", "stage2"}
+        assert orig["pseudo_labels"]["stage2"]["rows"] == 15  # the last stage keeps every video
+        stage1 = yaml.safe_load((folder / "orig_configs" / "pseudo_stage1.yaml").read_text())
+        assert stage1["selection"] == {"method": "thresholds", "thresholds": [0.509, 0.385, 0.416]}
+        assert stage1["inputs"]["models"] == {
+            "uniformer": "orig_exp_adapt_bn/uniformer_tiny",
+            "slowfast": "orig_exp_adapt_bn/sf_tiny",
+        }
+        assert (folder / "orig_submission" / "submission.csv").is_file()
+        for m in TINY_PLAN["models"]:
+            assert (folder / "orig_exp_pseudo_stage2" / m / "best.pyth").is_file()
+            assert (folder / "exp_pseudo_stage2" / m / "best.pyth").is_file()  # ours kept
+        adapted = torch.load(folder / "orig_exp_adapt_bn" / "sf_tiny" / "best.pyth", weights_only=False)
+        assert adapted["bn_adaptation"]
+    log = (work / "run.log").read_text()
+    assert "orig_exp_adapt_bn" in log and "TRAIN.PSEUDO_EPOCH_LENGTH shorter" in log
+
+
 def test_pseudo_label_figures_match_the_stage_csvs(bench):
     _, work, _ = bench
     data = json.loads((work / "benchmark.json").read_text())
