@@ -15,6 +15,7 @@ process, ``sampler.indices`` telling which.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ from nightcrawler.data.splits import split_info
 from nightcrawler.data.ug2 import SPLIT_DEFAULT, OpenFn, build_dataset, build_file_dataset
 from nightcrawler.utils.distributed import get_rank, get_world_size
 from nightcrawler.utils.seeding import worker_init_fn
+
+logger = logging.getLogger(__name__)
+PSEUDO_SPLIT = "train_pseudo_label"
 
 
 class EvalShardSampler(Sampler[int]):
@@ -116,7 +120,8 @@ def build_loader(
     Args:
         batch_size: videos per process and batch (default: :func:`default_batch_size`).
         shuffle: default True for training splits, False for test splits.
-        drop_last: default True for training splits, False for test splits.
+        drop_last: default True for training splits, False for test splits. A pseudo-label split smaller than one
+            batch (one process) gives one batch per epoch, drawn with replacement.
         enhancement: see :func:`nightcrawler.data.ug2.build_dataset` (``"split"``: the split's own; None: off;
             a list for test splits: every video's clips with each enhancement).
         views, crops: test splits' temporal views and spatial crops (default TEST.NUM_ENSEMBLE_VIEWS/CROPS).
@@ -148,7 +153,17 @@ def build_loader(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
     sampler: Sampler[int]
-    if shuffle and world > 1:
+    if split == PSEUDO_SPLIT and drop_last and world == 1 and 0 < len(dataset) < batch_size:
+        # a selection rule kept fewer pseudo labels than one batch (an outcome of the method, not a user's
+        # setting): one full batch per epoch, drawn with replacement, so the stage still trains on what was
+        # selected with the batch size (and Mixup pairing) of every other stage. The original's zip over an
+        # empty pseudo loader would train zero iterations.
+        logger.warning(
+            "%s: %d videos, fewer than one batch of %d: one batch per epoch, drawn with replacement",
+            split, len(dataset), batch_size,
+        )  # fmt: skip
+        sampler = RandomSampler(dataset, replacement=True, num_samples=batch_size)
+    elif shuffle and world > 1:
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.RNG_SEED)
     elif shuffle:
         sampler = RandomSampler(dataset)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from nightcrawler.config.loading import ConfigError
 from nightcrawler.engine.checkpointer import resolve_start
 from nightcrawler.engine.distill import Distillation, SoftTargets, distill_enhancement
 from nightcrawler.engine.hooks import EpochState, Hook, default_hooks, epoch_flags
@@ -224,7 +225,7 @@ def build_run(
         else None
     )
     if len(labelled) == 0 or (pseudo is not None and len(pseudo) == 0):
-        raise ValueError(
+        raise ConfigError(
             "a training loader has no full batch: TRAIN.BATCH_SIZE per process exceeds the videos of "
             f"train_label ({len(labelled.dataset)})"
             + (f" or train_pseudo_label ({len(pseudo.dataset)})" if pseudo is not None else "")

@@ -171,6 +171,8 @@ def build_benchmark(records: list[dict], plan: dict, seconds: dict | None = None
         "plan": plan,
         "commit": git_commit(),
         "seeds": [r["seed"] for r in records],
+        # the code each seed ran at (a seed's record is reused while the plan and recipe are unchanged)
+        "seed_commits": {str(r["seed"]): r.get("commit") for r in records},
         "test_videos_per_seed": [len(r["test_names"]) for r in records],
         "models": records[0]["models"],
         "ci_method": CI_METHOD,

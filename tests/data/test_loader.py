@@ -245,3 +245,19 @@ def test_workers_are_seeded_from_rng_seed_and_differ_from_each_other(tmp_path):
         for generator in ("random", "numpy", "torch"):
             assert other_draws[w][0][generator] != draws[w][0][generator], (w, generator)
     assert any(not torch.equal(b["inputs"], o["inputs"]) for b, o in zip(batches, other, strict=True))
+
+
+def test_a_pseudo_split_smaller_than_one_batch_gives_one_batch_drawn_with_replacement(tmp_path):
+    """A selection rule that kept fewer pseudo labels than a batch still trains on them (one full batch per
+    epoch); a labelled split that small stays empty, for the trainer to refuse."""
+    cfg = _cfg(tmp_path)
+    (tmp_path / "stage1.csv").write_text("1.mp4,3\n")
+    cfg.DATA.PSEUDO_CSV = "stage1.csv"
+    cfg.TRAIN.BATCH_SIZE = 4
+    pseudo = build_loader(cfg, "train_pseudo_label", open_fn=fake_open(VIDEOS))
+    assert isinstance(pseudo.sampler, RandomSampler) and pseudo.sampler.replacement
+    assert len(pseudo) == 1
+    batch = next(iter(pseudo))
+    assert batch["inputs"].shape[0] == 8  # 4 draws x NUM_SAMPLE 2, all of the one video
+    assert batch["labels"].tolist() == [3] * 8 and batch["index"].tolist() == [0] * 8
+    assert len(build_loader(cfg, "train_label", open_fn=fake_open(VIDEOS))) == 0  # 3 videos < 4

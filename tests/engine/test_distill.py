@@ -255,7 +255,9 @@ def test_the_soft_term_is_in_the_loss_and_a_distilled_run_checkpoints(
         label = soft_target_cross_entropy(s["logits"], s["targets"])
         soft = distillation_loss(s["logits"], s["distill"].teacher_log_probs, 4.0)
         assert s["loss"] == pytest.approx(float(0.5 * label + 0.5 * soft), rel=1e-5)
-        assert abs(float(soft)) > 1e-4 and s["loss"] != pytest.approx(float(label), rel=1e-3)
+        # KL is positive unless the two distributions are identical (near-uniform logits of two fresh tiny models
+        # make it small, so the exact sum above is what shows the term is there)
+        assert float(soft) > 0.0 and s["loss"] != pytest.approx(float(label), rel=1e-3)
     assert len(read_stats(tmp_path / "run", "train_epoch")) == 1
     saved = sorted((tmp_path / "run" / "checkpoints").glob("*.pyth"))
     assert saved
