@@ -34,6 +34,7 @@ from nightcrawler.method.report import (  # noqa: E402
     benchmark_markdown,
     build_benchmark,
     git_commit,
+    readme_table,
     write_benchmark,
 )
 from nightcrawler.method.runner import Progress, Runner, StepFailed  # noqa: E402
@@ -207,7 +208,12 @@ def publish(work: Path, out: Path, seeds: list[int]) -> None:
         tmp = dst.with_name(f".{dst.name}.tmp")
         shutil.copyfile(src, tmp)
         tmp.replace(dst)
-    print(f"[benchmark] published {len(pairs)} files into {out}", flush=True)
+    bench = json.loads((work / "benchmark.json").read_text())
+    atomic_write_text(out / "readme_table.md", readme_table(bench))
+    print(
+        f"[benchmark] published {len(pairs) + 1} files into {out}; README.md's table is {out / 'readme_table.md'}",
+        flush=True,
+    )
 
 
 def run_variants(args: argparse.Namespace, plan, work: Path, run: Runner, records: list[dict]) -> None:

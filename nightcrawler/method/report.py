@@ -738,6 +738,46 @@ def benchmark_markdown(bench: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_TABLE_START = "<!-- benchmark table: written by tools/benchmark_method.py --publish; do not edit -->"
+README_TABLE_END = "<!-- end of benchmark table -->"
+
+
+def readme_table(bench: dict) -> str:
+    """The README's benchmark table (between its two markers): per step, our ensemble's and the original
+    recipe's dark-test top-1 (mean over seeds, seed-level 95 % t interval) and ours - original paired by seed."""
+    orig = bench.get("original_recipe") or {"steps": [], "versus_ours": []}
+    theirs = {s["name"]: s for s in orig["steps"]}
+    versus = {v["step"]: v for v in orig["versus_ours"]}
+    commit = bench.get("commit") or {}
+    n = bench["test_videos_per_seed"]
+    lines = [
+        README_TABLE_START,
+        f"Seeds {', '.join(map(str, bench['seeds']))} ({n[0]} dark test videos each), commit "
+        f"{str(commit.get('sha', 'unknown'))[:12]}{' (dirty)' if commit.get('dirty') else ''}: ensemble top-1 %, "
+        "mean over seeds [95 % t interval over seeds].",
+        "",
+        "| step | ours | per seed | original recipe | ours - original, points [95 % t] | sign-flip p |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    rows = [*bench["steps"], *([bench["normal_light_final"]] if "normal_light_final" in bench else [])]
+    for s in rows:
+        name = s["name"]
+        t, v = theirs.get(name), versus.get(name)
+        lines.append(
+            f"| `{name}` | **{_pct(s['top1_mean'])}** {_iv(s['top1_t95'])} | {_per_seed(s['top1_per_seed'])} | "
+            + (_level(t) if t else "")
+            + " | "
+            + (
+                f"{_pts(v['delta_mean'])} {_iv(v['delta_t95'], _pts)} | {_p(v['sign_flip_p'])}"
+                if v
+                else " | "
+            )
+            + " |"
+        )
+    lines.append(README_TABLE_END)
+    return "\n".join(lines) + "\n"
+
+
 def _save_figure(fig, path: Path) -> None:
     """Writes ``fig`` as a PNG to ``path`` atomically and closes it."""
     import matplotlib.pyplot as plt

@@ -213,9 +213,18 @@ def test_source_weights_are_zoo_files_loaded_through_the_users_keys(bench):
 def test_a_second_run_reuses_the_cache_and_the_finished_seeds(bench):
     plan, work, _ = bench
     before = (work / "benchmark.json").read_text()
-    res = _run(plan, work)
+    published = work.parent / "published"
+    res = _run(plan, work, "--publish", str(published))
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("reusing") == len(SEEDS)
+    # --publish: the results, every seed's record naming its commit, and the README's table
+    for name in ("benchmark.json", "benchmark.md", "benchmark.png", "confusion.json", "confusion.png"):
+        assert (published / name).read_bytes() == (work / name).read_bytes()
+    for s in SEEDS:
+        record = json.loads((published / f"seed_{s}.json").read_text())
+        assert record["seed"] == s and len(record["commit"]["sha"]) == 40
+    table = (published / "readme_table.md").read_text()
+    assert table.startswith("<!-- benchmark table") and "`final_vote`" in table and "`adapt_bn`" in table
     after = json.loads((work / "benchmark.json").read_text())
     assert [s["top1_per_seed"] for s in after["steps"]] == [
         s["top1_per_seed"] for s in json.loads(before)["steps"]

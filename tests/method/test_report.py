@@ -11,9 +11,12 @@ import subprocess
 import pytest
 
 from nightcrawler.method.report import (
+    README_TABLE_END,
+    README_TABLE_START,
     benchmark_markdown,
     build_benchmark,
     git_commit,
+    readme_table,
     write_benchmark,
 )
 from tests.conftest import REPO_ROOT
@@ -349,3 +352,29 @@ def test_write_benchmark_writes_the_confusion_files(full, bare, tmp_path):
         not (tmp_path / "bare" / "confusion.json").exists()
         and not (tmp_path / "bare" / "confusion.png").exists()
     )
+
+
+def test_readme_table_rows_are_the_benchmarks_figures(full):
+    table = readme_table(full)
+    assert table.startswith(README_TABLE_START) and table.rstrip().endswith(README_TABLE_END)
+    rows = {line.split("|")[1].strip(" `"): line for line in table.splitlines() if line.startswith("| `")}
+    steps = by_name(full["steps"])
+    assert list(rows) == [*steps, "normal_light_final"]
+    for name, row in rows.items():
+        s = full["normal_light_final"] if name == "normal_light_final" else steps[name]
+        assert (
+            f"**{100 * s['top1_mean']:.1f}** [{100 * s['top1_t95'][0]:.1f}, {100 * s['top1_t95'][1]:.1f}]"
+            in row
+        )
+    v = by_name(full["original_recipe"]["versus_ours"], "step")["final_vote"]
+    assert f"{100 * v['delta_mean']:+.1f} [{100 * v['delta_t95'][0]:+.1f}, " in rows["final_vote"]
+    assert rows["source_only"].count("|") == rows["final_vote"].count("|") == 7  # original's cells left empty
+
+
+def test_the_readme_shows_the_published_benchmark_table():
+    """README.md's table is docs/benchmark/readme_table.md (written by --publish) verbatim."""
+    published = REPO_ROOT / "docs" / "benchmark"
+    table = (published / "readme_table.md").read_text()
+    assert table in (REPO_ROOT / "README.md").read_text()
+    bench = json.loads((published / "benchmark.json").read_text())
+    assert readme_table(bench) == table
