@@ -166,9 +166,12 @@ def _main(argv: list[str]) -> int:
             folder = work / f"seed_{seed}"
             if folder.exists():
                 shutil.rmtree(folder)
+            commit = (
+                git_commit()
+            )  # the code the seed runs at, taken before it runs (seeds may be run in parts)
             record = SeedRun(plan, seed, folder, run, pretrained)()
             record["plan_hash"] = key
-            record["commit"] = git_commit()  # the code each seed ran at (seeds may be run in parts)
+            record["commit"] = commit
             atomic_write_text(folder / "record.json", json.dumps(record) + "\n")
             records[seed] = record
             seconds[f"seed_{seed}"] = record["seconds"]["total"]
@@ -191,7 +194,7 @@ def _main(argv: list[str]) -> int:
     )
     write_benchmark(bench, work)
     if args.publish:
-        publish(work, Path(args.publish), [s for s in args.seeds])
+        publish(work, Path(args.publish), list(args.seeds))
     print()
     print(benchmark_markdown(bench))
     print(f"[benchmark] {work / 'benchmark.json'}, {work / 'benchmark.md'}, {work / 'benchmark.png'}")
@@ -200,7 +203,7 @@ def _main(argv: list[str]) -> int:
 
 def publish(work: Path, out: Path, seeds: list[int]) -> None:
     """Copies the benchmark's files and every seed's record (``seed_<s>.json``) from ``work`` into ``out``, each
-    written atomically; files of other seeds already in ``out`` stay."""
+    written atomically, and writes ``readme_table.md`` (README.md's table); files of other seeds in ``out`` stay."""
     out.mkdir(parents=True, exist_ok=True)
     pairs = [(work / name, out / name) for name in PUBLISHED if (work / name).is_file()]
     pairs += [(work / f"seed_{s}" / "record.json", out / f"seed_{s}.json") for s in seeds]
